@@ -1,0 +1,80 @@
+"""The result of an explanation: a plain data object that round-trips through JSON and renders itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Token:
+    """One fed token: its text, its character span in ``prompt`` (or ``target``), and which of the two it is in."""
+
+    text: str
+    start: int
+    end: int
+    segment: str  # "prompt" or "target"
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """AtMan relevance of every fed position (prompt, then target without its last token) for every target token.
+
+    ``relevance[j, t]`` is the rise in cross-entropy of target token ``t`` when position ``j`` is suppressed:
+    positive means the target depends on that position. ``total`` sums over the target tokens.
+    """
+
+    prompt: str
+    target: str
+    prompt_ids: list[int]
+    target_ids: list[int]
+    tokens: list[Token]
+    target_tokens: list[str]
+    relevance: np.ndarray
+    mode: str
+    suppression_factor: float
+    conceptual_threshold: float | None = None
+    model: str = ""
+    provider: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> np.ndarray:
+        """Relevance of each fed position for the whole target: the sum over target tokens."""
+        return self.relevance.sum(axis=1)
+
+    def top(self, k: int = 10, segment: str | None = "prompt") -> list[tuple[int, Token, float]]:
+        """The ``k`` most relevant positions (index, token, total relevance), most relevant first."""
+        total = self.total
+        picks = [i for i, tok in enumerate(self.tokens) if segment is None or tok.segment == segment]
+        picks.sort(key=lambda i: -total[i])
+        return [(i, self.tokens[i], float(total[i])) for i in picks[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["relevance"] = self.relevance.astype(float).tolist()
+        data["relevance_total"] = self.total.astype(float).tolist()
+        return {"format_version": JSON_VERSION, **data}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Explanation:
+        data = json.loads(text)
+        data.pop("format_version", None)
+        data.pop("relevance_total", None)
+        data["tokens"] = [Token(**t) for t in data["tokens"]]
+        data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["tokens"]), -1)
+        return cls(**data)
+
+    def to_text(self, color: bool = False, top: int = 5) -> str:
+        """A terminal heatmap of total relevance: red raises the target's likelihood, blue lowers it."""
+        from atman_onnx.render import text_heatmap
+
+        return text_heatmap(self, color=color, top=top)

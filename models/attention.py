@@ -1,0 +1,97 @@
+"""AtMan attention: one attention function per manipulation mode, registered with transformers.
+
+The per-key factors travel as the keyword argument ``atman_scale`` ([batch, kv_len] float), which transformers
+passes from the model's forward down to every attention call. Registering the function (and a boolean mask
+builder) under a name and setting ``config._attn_implementation`` to it patches every layer and head without
+forking modeling code.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+MODES = ("log_additive", "multiplicative")
+# log(0) would give rows of -inf when a row sees only the suppressed key; the smallest normal float32 keeps it finite.
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def implementation_name(mode: str) -> str:
+    """The attention-implementation name registered for ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown manipulation mode {mode!r}; supported: {', '.join(MODES)}")
+    return f"atman_{mode}"
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Expand grouped key/value heads [b, kv_heads, s, d] to the query heads [b, kv_heads * n_rep, s, d]."""
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def manipulated_scores(
+    raw: torch.Tensor, visible: torch.Tensor | None, scale: torch.Tensor | None, scaling: float, mode: str
+) -> torch.Tensor:
+    """Scaled, AtMan-manipulated attention scores before masking (ATMAN.md, "The manipulation").
+
+    raw: q.k^T [b, h, q, k]; visible: bool [b, 1, q, k] or None (all visible); scale: [b, k] or None.
+    """
+    if scale is None:
+        return raw * scaling
+    f = scale.to(torch.float32)[:, None, None, :]
+    if mode == "multiplicative":
+        hidden = torch.zeros_like(raw, dtype=torch.bool) if visible is None else ~visible
+        row_min = raw.masked_fill(hidden, float("inf")).amin(dim=-1, keepdim=True)
+        return (raw - row_min) * f * scaling
+    return raw * scaling + torch.log(f.clamp_min(_TINY))
+
+
+def atman_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    *,
+    mode: str,
+    atman_scale: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention with the AtMan factors applied; same signature and outputs as transformers' eager path."""
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    raw = torch.matmul(query.float(), key.float().transpose(-1, -2))
+    visible = None
+    if attention_mask is not None:
+        visible = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        visible = visible[:, :, :, : key.shape[-2]]
+    scores = manipulated_scores(raw, visible, atman_scale, scaling, mode)
+    if visible is not None:
+        scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).to(value.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return out, weights
+
+
+def _visibility_mask(*args, **kwargs) -> torch.Tensor:
+    """transformers' boolean sdpa mask, always materialised: the multiplicative mode needs the visible keys."""
+    kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+def register() -> None:
+    """Register both modes with transformers' attention and mask interfaces (idempotent)."""
+    for mode in MODES:
+        name = implementation_name(mode)
+        AttentionInterface.register(name, functools.partial(atman_attention, mode=mode))
+        AttentionMaskInterface.register(name, _visibility_mask)

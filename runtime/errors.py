@@ -1,0 +1,17 @@
+"""The errors atman-onnx raises for bad input: each carries a one-line message that names the problem."""
+
+
+class AtmanError(Exception):
+    """Base class: the command line prints these as one line, without a traceback."""
+
+
+class ContractError(AtmanError):
+    """An exported folder is missing, incomplete, or of another graph-contract version."""
+
+
+class InputError(AtmanError):
+    """A prompt, target or option the explainer cannot work with."""
+
+
+class ProviderError(AtmanError):
+    """An execution provider that is unknown or cannot be used here."""

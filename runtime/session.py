@@ -1,0 +1,113 @@
+"""An ONNX Runtime session over an exported graph, with provider choice and IO binding.
+
+Providers are tried in order of preference (CUDA, then CPU); ``provider=`` forces one. onnxruntime-gpu imports on
+machines without CUDA libraries and then logs a loud error when the CUDA provider fails to load: that log is held
+back and the fallback is reported in one line instead (``Graph.provider_note``). Every run goes through IO binding,
+so on CUDA the inputs and outputs stay on the device and only the requested outputs are copied back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from atman_onnx.runtime.contract import GRAPH_FILE, Manifest, load_manifest
+from atman_onnx.runtime.errors import ProviderError
+
+log = logging.getLogger("atman_onnx")
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+DEVICE_TYPE = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+
+
+def _preload_cuda_libraries() -> None:
+    """Let onnxruntime find CUDA/cuDNN installed from PyPI (the ``[cuda,cudnn]`` extras), quietly."""
+    if importlib.util.find_spec("nvidia") is not None and hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort.preload_dlls()
+
+
+def _create(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    ort.set_default_logger_severity(4)  # hold back the provider-bridge error; we report the fallback ourselves
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def open_session(
+    path: Path, provider: str | None = None, threads: int | None = None
+) -> tuple[ort.InferenceSession, str]:
+    """Create a session on ``provider`` ('cuda', 'cpu') or the best available; returns it and a one-line note."""
+    if provider is not None and provider not in PROVIDERS:
+        raise ProviderError(f"unknown provider {provider!r}; available: {', '.join(PROVIDERS)}")
+    available = ort.get_available_providers()
+    wanted = [PROVIDERS[provider]] if provider else [p for p in PROVIDERS.values() if p in available]
+    if PROVIDERS["cuda"] in wanted:
+        if PROVIDERS["cuda"] not in available:
+            raise ProviderError("provider 'cuda' needs onnxruntime-gpu; this onnxruntime offers: " + ", ".join(available))
+        _preload_cuda_libraries()
+    session = _create(path, wanted + ([] if PROVIDERS["cpu"] in wanted else [PROVIDERS["cpu"]]), threads)
+    used = session.get_providers()[0]
+    if provider and used != PROVIDERS[provider]:
+        raise ProviderError(
+            f"provider {provider!r} could not be loaded (CUDA 12/13 and cuDNN 9 libraries not found; "
+            "`pip install onnxruntime-gpu[cuda,cudnn]` brings them)"
+        )
+    if used == PROVIDERS["cuda"]:
+        note = "provider: cuda (CUDAExecutionProvider, IO binding on the GPU)"
+    elif PROVIDERS["cuda"] in wanted:
+        note = "provider: cpu (the CUDA provider could not load its CUDA/cuDNN libraries; fell back to CPU)"
+    elif provider == "cpu":
+        note = "provider: cpu (requested)"
+    else:
+        note = "provider: cpu (this onnxruntime has no CUDA provider)"
+    return session, note
+
+
+class Graph:
+    """An exported folder ready to run: manifest, session, and IO-bound calls to the graph."""
+
+    def __init__(self, folder: str | Path, provider: str | None = None, threads: int | None = None):
+        self.folder = Path(folder)
+        self.manifest: Manifest = load_manifest(self.folder)
+        self.session, self.provider_note = open_session(self.folder / GRAPH_FILE, provider, threads)
+        self.device = DEVICE_TYPE[self.session.get_providers()[0]]
+        log.info(self.provider_note)
+
+    def run(
+        self,
+        input_ids: np.ndarray,
+        attention_scale: np.ndarray,
+        label_positions: np.ndarray,
+        labels: np.ndarray,
+        outputs: tuple[str, ...] = ("label_logprobs",),
+    ) -> dict[str, np.ndarray]:
+        """One call of the graph on a batch; returns the requested outputs as numpy arrays."""
+        feeds = {
+            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+            "attention_mask": np.ones(input_ids.shape, dtype=np.int64),
+            "attention_scale": np.ascontiguousarray(attention_scale, dtype=np.float32),
+            "label_positions": np.ascontiguousarray(label_positions, dtype=np.int64),
+            "labels": np.ascontiguousarray(labels, dtype=np.int64),
+        }
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            if self.device == "cpu":
+                binding.bind_cpu_input(name, array)
+            else:
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
+        for name in outputs:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(outputs, binding.copy_outputs_to_cpu()))
