@@ -36,8 +36,6 @@ def _explain(args: argparse.Namespace) -> None:
     if json_path is not None and not json_path.parent.is_dir():
         raise InputError(f"cannot write {json_path}: folder {json_path.parent} does not exist")
     explainer = Explainer.load(args.dir, provider=args.provider, threads=args.threads)
-    if not args.quiet:
-        print(explainer.provider_note, file=sys.stderr)
     explanation = explainer.explain(
         args.prompt,
         args.target,
@@ -46,6 +44,8 @@ def _explain(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
     )
+    if not args.quiet:
+        print(explainer.provider_note, file=sys.stderr)
     print(explanation.to_text(color=sys.stdout.isatty()))
     if json_path is not None:
         _write_atomically(json_path, explanation.to_json() + "\n")

@@ -6,6 +6,8 @@ architecture is one line here plus a parity test; nothing in its modeling code i
 
 from __future__ import annotations
 
+from atman_onnx.runtime.errors import AtmanError
+
 # model_type -> family. The family names the attention layout the parity tests cover.
 SUPPORTED: dict[str, str] = {
     "gpt2": "gpt2",
@@ -15,7 +17,7 @@ SUPPORTED: dict[str, str] = {
 }
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(AtmanError, ValueError):
     """Raised for a model whose architecture atman-onnx cannot manipulate."""
 
 

@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny random models (built from configs, no hub) and exports made once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. The dog sleeps in the sun.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "Alice met Bob in the garden, and Bob gave Alice a red apple.",
+    "Numbers: one two three four five six seven eight nine ten.",
+]
+ARCHS = ("gpt2", "llama")
+MODES = ("log_additive", "multiplicative")
+
+
+def tiny_config(arch: str, vocab_size: int):
+    """A small random config; Llama uses grouped-query attention (4 query heads over 2 key/value heads)."""
+    from transformers import GPT2Config, LlamaConfig
+
+    if arch == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128)
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A byte-level BPE tokenizer trained on a few sentences, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """Factory: arch -> a saved Hugging Face folder with a tiny random model and the tiny tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    made: dict[str, Path] = {}
+
+    def make(arch: str) -> Path:
+        if arch not in made:
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tiny_tokenizer)))
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+            model.save_pretrained(folder)
+            tiny_tokenizer.save_pretrained(folder)
+            made[arch] = folder
+        return made[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_model_dir):
+    """Factory: (arch, mode) -> an exported folder, exported once per session."""
+    from atman_onnx.export.exporter import export
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str, mode: str) -> Path:
+        if (arch, mode) not in made:
+            out = tmp_path_factory.mktemp(f"onnx-{arch}-{mode}")
+            export(str(tiny_model_dir(arch)), out, mode=mode)
+            made[arch, mode] = out
+        return made[arch, mode]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_export(tmp_path_factory):
+    """Factory: mode -> SmolLM2-135M-Instruct exported from the bundled GGUF (converted and cached once)."""
+    from atman_onnx.export.exporter import export
+
+    made: dict[str, Path] = {}
+
+    def make(mode: str) -> Path:
+        if mode not in made:
+            out = tmp_path_factory.mktemp(f"smollm2-{mode}")
+            export("bundled:smollm2", out, mode=mode)
+            made[mode] = out
+        return made[mode]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm2_torch():
+    """The float32 SmolLM2 torch model, loaded from the same cached conversion the export used."""
+    from atman_onnx.export import source
+
+    model, _ = source.load("bundled:smollm2")
+    return model
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

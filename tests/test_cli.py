@@ -1,0 +1,100 @@
+"""The command line and the Explanation object: outputs, JSON round trip, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from atman_onnx import Explainer, Explanation
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "atman_onnx.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_explain_writes_documented_json(tiny_export, tmp_path):
+    out = tmp_path / "e.json"
+    done = run_cli("explain", str(tiny_export("llama", "log_additive")), "--prompt", "The dog met the fox",
+                   "--target", " in the garden", "--json", str(out), "--provider", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "most relevant prompt tokens" in done.stdout
+    assert done.stderr.startswith("provider: cpu (requested)")
+    data = json.loads(out.read_text())
+    n_fed = len(data["prompt_ids"]) + len(data["target_ids"]) - 1
+    assert len(data["tokens"]) == len(data["relevance"]) == n_fed
+    assert all(len(row) == len(data["target_ids"]) for row in data["relevance"])
+    assert data["mode"] == "log_additive" and data["suppression_factor"] == 0.1
+    for token in data["tokens"]:
+        if token["segment"] == "prompt" and token["end"] > token["start"]:
+            assert data["prompt"][token["start"] : token["end"]].strip() == token["text"].strip()
+
+
+def test_json_round_trip(tiny_export):
+    explainer = Explainer.load(tiny_export("gpt2", "log_additive"), provider="cpu")
+    explanation = explainer.explain("The dog met the fox", " in the garden", conceptual=0.5)
+    again = Explanation.from_json(explanation.to_json())
+    assert again.tokens == explanation.tokens and again.target_ids == explanation.target_ids
+    assert np.array_equal(again.relevance, explanation.relevance)
+    assert again.conceptual_threshold == 0.5 and again.mode == "log_additive"
+    assert "\x1b[48;2;" in explanation.to_text(color=True) and "\x1b" not in explanation.to_text()
+
+
+def test_generated_target(tiny_export):
+    explainer = Explainer.load(tiny_export("llama", "multiplicative"), provider="cpu")
+    explanation = explainer.explain("The capital of France is", max_new_tokens=4)
+    assert 1 <= len(explanation.target_ids) <= 4
+    assert explanation.relevance.shape == (len(explanation.tokens), len(explanation.target_ids))
+
+
+def _bad_folders(tmp_path, tiny_export):
+    good = tiny_export("gpt2", "log_additive")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    old = tmp_path / "old"
+    shutil.copytree(good, old)
+    manifest = json.loads((old / "atman.json").read_text())
+    manifest["contract_version"] = 0
+    (old / "atman.json").write_text(json.dumps(manifest))
+    return good, empty, old
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("empty_prompt", "the prompt is empty"),
+        ("empty_target", "the target is empty"),
+        ("too_long", "longer than the model's 128 positions"),
+        ("no_manifest", "has no atman.json"),
+        ("old_contract", "graph contract version 0"),
+        ("unknown_provider", "unknown provider 'tpu'; available: cuda, cpu"),
+        ("zero_batch", "batch size must be at least 1"),
+    ],
+)
+def test_bad_input_gets_one_line(case, expect, tmp_path, tiny_export):
+    good, empty, old = _bad_folders(tmp_path, tiny_export)
+    args = {"dir": str(good), "--prompt": "The dog met the fox", "--target": " in the garden"}
+    if case == "empty_prompt":
+        args["--prompt"] = " "
+    elif case == "empty_target":
+        args["--target"] = ""
+    elif case == "too_long":
+        args["--prompt"] = "the dog " * 200
+    elif case == "no_manifest":
+        args["dir"] = str(empty)
+    elif case == "old_contract":
+        args["dir"] = str(old)
+    out = tmp_path / "out.json"
+    extra = {"unknown_provider": ["--provider", "tpu"], "zero_batch": ["--batch-size", "0"]}.get(case, [])
+    done = run_cli("explain", args.pop("dir"), *[x for kv in args.items() for x in kv], "--json", str(out), *extra)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert expect in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".out.json*"))

@@ -1,0 +1,89 @@
+"""The attention patch: exact AtMan arithmetic, identity at scale 1, and refusal of unknown architectures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from atman_onnx.models.attention import manipulated_scores
+from atman_onnx.models.graph import AtmanGraph, patch
+from atman_onnx.models.registry import UnsupportedArchitectureError, family
+from conftest import ARCHS, MODES, tiny_config
+
+
+def test_multiplicative_shifts_by_visible_minimum():
+    raw = torch.tensor([[[[1.0, 3.0, 2.0], [4.0, -5.0, 9.0]]]])  # [b=1, h=1, q=2, k=3]
+    visible = torch.tensor([[[[True, True, True], [True, False, True]]]])  # key 1 hidden from row 1
+    scale = torch.tensor([[1.0, 0.5, 0.25]])
+    got = manipulated_scores(raw, visible, scale, scaling=0.5, mode="multiplicative")
+    # row 0: min 1 -> [0, 2, 1] * f * 0.5; row 1: min over visible keys is 4 (not the hidden -5)
+    want = torch.tensor([[[[0.0, 0.5, 0.125], [0.0, 0.0, 0.625]]]])
+    assert torch.allclose(got[..., [0, 2]], want[..., [0, 2]])
+    assert got[0, 0, 0, 1].item() == pytest.approx(0.5)
+
+
+def test_log_additive_adds_log_factor():
+    raw = torch.tensor([[[[2.0, 4.0]]]])
+    got = manipulated_scores(raw, None, torch.tensor([[1.0, 0.1]]), scaling=0.5, mode="log_additive")
+    assert got[0, 0, 0, 0].item() == pytest.approx(1.0)
+    assert got[0, 0, 0, 1].item() == pytest.approx(2.0 + math.log(0.1), abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unit_scales_leave_logits_unchanged(arch, mode):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300)).eval()
+    ids = torch.randint(0, 300, (2, 11))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        patched = patch(model, mode)(input_ids=ids, atman_scale=torch.ones(2, 11)).logits
+        suppressed = model(input_ids=ids, atman_scale=torch.full((2, 11), 0.1)).logits
+    assert (patched - plain).abs().max().item() < 1e-5
+    # a uniform factor changes nothing in log_additive (softmax shift) but must change multiplicative scores
+    change = (suppressed - plain).abs().max().item()
+    assert change > 1e-3 if mode == "multiplicative" else change < 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_scale_reaches_every_layer(arch, mode):
+    """Suppressing one key changes the output of every layer's attention, not just the first."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = patch(AutoModelForCausalLM.from_config(tiny_config(arch, 300)), mode)
+    ids = torch.randint(0, 300, (1, 9))
+    outputs = {}
+    for name, scale in (("plain", torch.ones(1, 9)), ("suppressed", torch.tensor([[1.0] * 4 + [0.1] + [1.0] * 4]))):
+        with torch.no_grad():
+            states = model(input_ids=ids, atman_scale=scale, output_hidden_states=True).hidden_states
+        outputs[name] = states
+    for layer in range(1, len(outputs["plain"])):
+        delta = (outputs["plain"][layer] - outputs["suppressed"][layer])[0]
+        assert delta[:4].abs().max().item() < 1e-6  # causal: earlier positions untouched
+        assert delta[4:].abs().max().item() > 1e-4
+
+
+def test_graph_module_logprobs_match_logits():
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(2)
+    model = patch(AutoModelForCausalLM.from_config(tiny_config("llama", 300)), "log_additive")
+    ids = torch.randint(0, 300, (1, 7))
+    positions, labels = torch.tensor([[2, 6]]), torch.tensor([[5, 9]])
+    with torch.no_grad():
+        logprobs, logits, embeds = AtmanGraph(model)(ids, torch.ones_like(ids), torch.ones(1, 7), positions, labels)
+        full = torch.log_softmax(model(input_ids=ids).logits, dim=-1)
+    assert torch.allclose(logprobs[0], full[0, [2, 6], [5, 9]], atol=1e-5)
+    assert embeds.shape == (1, 7, 64)
+
+
+def test_unsupported_architecture_is_named():
+    assert family("qwen2") == "llama"
+    with pytest.raises(UnsupportedArchitectureError, match="'bert'.*supported: gpt2, llama, mistral, qwen2"):
+        family("bert")

@@ -1,0 +1,73 @@
+"""Runtime relevance (ONNX Runtime, no torch) against the PyTorch reference explainer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atman_onnx import Explainer
+from atman_onnx.models.reference import reference_relevance
+from conftest import ARCHS, MODES
+
+TINY_PROMPT = "The dog met the dog and the fox in the garden. The capital of France is"
+TINY_TARGET = " Paris is the capital"
+SMOL_CASES = [
+    ("The capital of France is", " Paris, and the capital of Germany is Berlin."),
+    ("Alice gave Bob a red apple. Bob thanked", " Alice for the apple."),
+    ("Water boils at 100 degrees Celsius at sea level. At sea level, water boils at", " 100 degrees."),
+]
+
+
+def assert_parity(got: np.ndarray, want: np.ndarray, atol: float = 1e-4) -> None:
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= atol
+    assert np.abs(want).max() > 10 * atol  # the explanation is not trivially zero
+    got_top = np.argsort(-got.sum(1), kind="stable")[:10]
+    want_top = np.argsort(-want.sum(1), kind="stable")[:10]
+    assert set(got_top) == set(want_top)
+
+
+@pytest.mark.parametrize("conceptual", [None, 0.2])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_parity(arch, mode, conceptual, tiny_export, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    explainer = Explainer.load(tiny_export(arch, mode), provider="cpu")
+    result = explainer.explain(TINY_PROMPT, TINY_TARGET, factor=0.1, conceptual=conceptual, batch_size=7)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch))
+    want = reference_relevance(
+        model, mode, result.prompt_ids, result.target_ids, factor=0.1, conceptual=conceptual
+    )
+    assert_parity(result.relevance, want, atol=1e-5)
+    # without conceptual suppression, positions after a target token's prediction cannot influence it
+    n_prompt = len(result.prompt_ids)
+    for t in range(len(result.target_ids) if conceptual is None else 0):
+        assert np.all(result.relevance[n_prompt + t :, t] == 0)
+
+
+def test_conceptual_suppression_changes_the_explanation(tiny_export):
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    plain = explainer.explain(TINY_PROMPT, TINY_TARGET)
+    conceptual = explainer.explain(TINY_PROMPT, TINY_TARGET, conceptual=0.2)
+    assert np.abs(plain.relevance - conceptual.relevance).max() > 1e-3
+
+
+def test_batch_size_does_not_change_relevance(tiny_export):
+    explainer = Explainer.load(tiny_export("gpt2", "multiplicative"), provider="cpu")
+    one = explainer.explain(TINY_PROMPT, TINY_TARGET, batch_size=1).relevance
+    many = explainer.explain(TINY_PROMPT, TINY_TARGET, batch_size=64).relevance
+    assert np.abs(one - many).max() < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conceptual", [None, 0.7])
+@pytest.mark.parametrize("mode", MODES)
+def test_smollm2_parity(mode, conceptual, smollm2_export, smollm2_torch):
+    explainer = Explainer.load(smollm2_export(mode), provider="cpu")
+    for prompt, target in SMOL_CASES:
+        result = explainer.explain(prompt, target, factor=0.1, conceptual=conceptual)
+        want = reference_relevance(
+            smollm2_torch, mode, result.prompt_ids, result.target_ids, factor=0.1, conceptual=conceptual
+        )
+        assert_parity(result.relevance, want)
