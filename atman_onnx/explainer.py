@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atman_onnx.explanation import Explanation, Token
+from atman_onnx.explanation import Explanation, Token, Unit
 from atman_onnx.runtime.drive import default_batch_size, label_logprobs
 from atman_onnx.runtime.errors import InputError
 from atman_onnx.runtime.plan import check_units, plan_factors
@@ -147,6 +147,7 @@ class Explainer:
             prompt_ids=prompt_ids,
             target_ids=target_ids,
             tokens=tokens,
+            units=[Unit(t.text, t.start, t.end, t.segment, (i,)) for i, t in enumerate(tokens)],
             target_tokens=self.codec.token_texts(target_ids),
             relevance=relevance(base["label_logprobs"][0], perturbed),
             mode=self.manifest.mode,

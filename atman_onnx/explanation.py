@@ -21,12 +21,29 @@ class Token:
     segment: str  # "prompt" or "target"
 
 
+@dataclass(frozen=True)
+class Unit:
+    """What one row of relevance is about: a token, a word, a sentence or a span, suppressed in one pass.
+
+    ``positions`` are the fed positions it covers; ``start``/``end`` its character span in ``prompt`` (or
+    ``target`` for segment "target").
+    """
+
+    text: str
+    start: int
+    end: int
+    segment: str
+    positions: tuple[int, ...]
+
+
 @dataclass(frozen=True, eq=False)
 class Explanation:
-    """AtMan relevance of every fed position (prompt, then target without its last token) for every target token.
+    """AtMan relevance of every explained unit for every target token.
 
-    ``relevance[j, t]`` is the rise in cross-entropy of target token ``t`` when position ``j`` is suppressed:
-    positive means the target depends on that position. ``total`` sums over the target tokens.
+    The model is fed the prompt, then the target without its last token; ``tokens`` lists those fed positions.
+    ``units`` are what was suppressed, one per fed position at the default ``token`` granularity.
+    ``relevance[u, t]`` is the rise in cross-entropy of target token ``t`` when unit ``u`` is suppressed:
+    positive means the target depends on that unit. ``total`` sums over the target tokens.
     """
 
     prompt: str
@@ -35,25 +52,27 @@ class Explanation:
     target_ids: list[int]
     tokens: list[Token]
     target_tokens: list[str]
+    units: list[Unit]
     relevance: np.ndarray
     mode: str
     suppression_factor: float
     conceptual_threshold: float | None = None
+    granularity: str = "token"
     model: str = ""
     provider: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> np.ndarray:
-        """Relevance of each fed position for the whole target: the sum over target tokens."""
+        """Relevance of each unit for the whole target: the sum over target tokens."""
         return self.relevance.sum(axis=1)
 
-    def top(self, k: int = 10, segment: str | None = "prompt") -> list[tuple[int, Token, float]]:
-        """The ``k`` most relevant positions (index, token, total relevance), most relevant first."""
+    def top(self, k: int = 10, segment: str | None = "prompt") -> list[tuple[int, Unit, float]]:
+        """The ``k`` most relevant units (index, unit, total relevance), most relevant first."""
         total = self.total
-        picks = [i for i, tok in enumerate(self.tokens) if segment is None or tok.segment == segment]
+        picks = [i for i, unit in enumerate(self.units) if segment is None or unit.segment == segment]
         picks.sort(key=lambda i: -total[i])
-        return [(i, self.tokens[i], float(total[i])) for i in picks[:k]]
+        return [(i, self.units[i], float(total[i])) for i in picks[:k]]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,7 +89,8 @@ class Explanation:
         data.pop("format_version", None)
         data.pop("relevance_total", None)
         data["tokens"] = [Token(**t) for t in data["tokens"]]
-        data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["tokens"]), -1)
+        data["units"] = [Unit(**{**u, "positions": tuple(u["positions"])}) for u in data["units"]]
+        data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["units"]), -1)
         return cls(**data)
 
     def to_text(self, color: bool = False, top: int = 5) -> str:
@@ -78,3 +98,10 @@ class Explanation:
         from atman_onnx.render import text_heatmap
 
         return text_heatmap(self, color=color, top=top)
+
+    def to_html(self) -> str:
+        """One self-contained HTML page (no network assets): the prompt as a heatmap, a target-token selector,
+        each unit's score on hover or tap, and the settings used."""
+        from atman_onnx.html import render_html
+
+        return render_html(self)

@@ -21,8 +21,8 @@ def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5) ->
     total = explanation.total
     scale = float(np.abs(total).max()) or 1.0
     parts = []
-    for token, value in zip(explanation.tokens, total):
-        shown = token.text.replace("\n", "\\n")
+    for unit, value in zip(explanation.units, total):
+        shown = unit.text.replace("\n", "\\n")
         if color:
             parts.append(f"{_shade(value / scale)}{shown}\x1b[0m")
         else:
@@ -34,8 +34,8 @@ def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5) ->
         "",
         ("" if color else " ").join(parts),
         "",
-        f"most relevant prompt tokens (sum over target tokens; max |relevance| {scale:.3f}):",
+        f"most relevant prompt {explanation.granularity}s (sum over target tokens; max |relevance| {scale:.3f}):",
     ]
-    for index, token, value in explanation.top(top):
-        lines.append(f"  {value:+.4f}  #{index:<4} {token.text!r}")
+    for index, unit, value in explanation.top(top):
+        lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
     return "\n".join(lines)

@@ -40,7 +40,8 @@ def test_json_round_trip(tiny_export):
     explainer = Explainer.load(tiny_export("gpt2", "log_additive"), provider="cpu")
     explanation = explainer.explain("The dog met the fox", " in the garden", conceptual=0.5)
     again = Explanation.from_json(explanation.to_json())
-    assert again.tokens == explanation.tokens and again.target_ids == explanation.target_ids
+    assert again.tokens == explanation.tokens and again.units == explanation.units
+    assert again.target_ids == explanation.target_ids
     assert np.array_equal(again.relevance, explanation.relevance)
     assert again.conceptual_threshold == 0.5 and again.mode == "log_additive"
     assert "\x1b[48;2;" in explanation.to_text(color=True) and "\x1b" not in explanation.to_text()

