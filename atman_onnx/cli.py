@@ -43,6 +43,7 @@ def _explain(args: argparse.Namespace) -> None:
         conceptual=args.conceptual,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        schedule=args.schedule,
     )
     if not args.quiet:
         print(explainer.provider_note, file=sys.stderr)
@@ -71,7 +72,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", help="write the explanation as JSON to this file")
     ex.add_argument("--factor", type=float, default=0.1, help="suppression factor (default 0.1)")
     ex.add_argument("--conceptual", type=float, help="cosine threshold for conceptual suppression, e.g. 0.7")
-    ex.add_argument("--batch-size", type=int, help="perturbations per graph call")
+    ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: fit a 1 GiB budget)")
+    ex.add_argument("--schedule", choices=["prefix", "naive"], default="prefix",
+                    help="prefix: reuse the unperturbed prefix's keys and values (default); naive: full passes")
     ex.add_argument("--max-new-tokens", type=int, default=32, help="length limit when generating the target")
     ex.add_argument("--provider", help="cpu or cuda (default: the best that loads)")
     ex.add_argument("--threads", type=int, help="intra-op threads for ONNX Runtime")

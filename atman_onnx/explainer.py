@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from atman_onnx.explanation import Explanation, Token, Unit
-from atman_onnx.runtime.drive import default_batch_size, label_logprobs
+from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES, Work, batch_size_for, label_logprobs
 from atman_onnx.runtime.errors import InputError
 from atman_onnx.runtime.plan import check_units, plan_factors
 from atman_onnx.runtime.score import relevance
@@ -20,7 +20,9 @@ from atman_onnx.runtime.text import TextCodec
 Prompt = str | list[dict]
 
 
-def _check_settings(factor: float, conceptual: float | None, batch_size: int | None, max_new_tokens: int) -> None:
+def _check_settings(
+    factor: float, conceptual: float | None, batch_size: int | None, max_new_tokens: int, schedule: str
+) -> None:
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
         raise InputError(f"suppression factor must be a finite number >= 0, got {factor!r}")
     if conceptual is not None and not 0 < conceptual <= 1:
@@ -29,15 +31,18 @@ def _check_settings(factor: float, conceptual: float | None, batch_size: int | N
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     if max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
 
 
 class Explainer:
     """AtMan on an exported graph, through ONNX Runtime only."""
 
-    def __init__(self, graph: Graph, codec: TextCodec):
+    def __init__(self, graph: Graph, codec: TextCodec, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB):
         self.graph = graph
         self.codec = codec
         self.manifest = graph.manifest
+        self.memory_budget_mb = memory_budget_mb
 
     @classmethod
     def load(cls, folder: str | Path, provider: str | None = None, threads: int | None = None) -> Explainer:
@@ -67,20 +72,21 @@ class Explainer:
         return text, encoded.ids, encoded.offsets
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int = 32) -> list[int]:
-        """Greedy completion with the same graph (unperturbed), stopping at an end-of-sequence token."""
+        """Greedy completion with the same graph (unperturbed, reusing its key/value cache), stopping at an
+        end-of-sequence token."""
         self._check_length(len(prompt_ids) + max_new_tokens - 1)
         stop = set(self.manifest.special_tokens.get("eos_token_ids", []))
-        ids = list(prompt_ids)
+        ids, new, past = list(prompt_ids), list(prompt_ids), None
         for _ in range(max_new_tokens):
-            n = len(ids)
             out = self.graph.run(
-                np.array([ids]), np.ones((1, n), np.float32), np.array([[n - 1]]), np.zeros((1, 1), np.int64),
-                outputs=("label_logits",),
+                np.array([new]), np.ones((1, len(ids)), np.float32), np.array([[len(new) - 1]]),
+                np.zeros((1, 1), np.int64), past=past, outputs=("label_logits", *self.graph.present_names),
             )
             token = int(out["label_logits"][0, 0].argmax())
             if token in stop:
                 break
             ids.append(token)
+            new, past = [token], [out[name] for name in self.graph.present_names]
         return ids[len(prompt_ids) :]
 
     def explain(
@@ -92,16 +98,18 @@ class Explainer:
         conceptual: float | None = None,
         batch_size: int | None = None,
         max_new_tokens: int = 32,
+        schedule: str = "prefix",
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Explanation:
         """Explain ``target`` (or the greedy completion, when None) given ``prompt`` (text or chat messages).
 
         factor: suppression factor s (0.1; below 1 suppresses, above 1 amplifies).
         conceptual: cosine threshold kappa for conceptual suppression (None: off; 0.7 is a fair choice).
-        batch_size: perturbations per graph call (default: about 4096 token positions per call).
+        batch_size: perturbations per graph call (default: as many as fit ``memory_budget_mb``).
+        schedule: "prefix" (reuse the unperturbed prefix's keys and values) or "naive" (full-length passes).
         on_progress: called with (done, total) perturbations after every batch.
         """
-        _check_settings(factor, conceptual, batch_size, max_new_tokens)
+        _check_settings(factor, conceptual, batch_size, max_new_tokens, schedule)
         started = time.perf_counter()
         text, prompt_ids, offsets = self.encode_prompt(prompt)
         if target is None:
@@ -121,11 +129,14 @@ class Explainer:
         positions = list(range(len(prompt_ids) - 1, len(fed)))
         base = self.graph.run(
             np.array([fed]), np.ones((1, len(fed)), np.float32), np.array([positions]), np.array([target_ids]),
-            outputs=("label_logprobs", "inputs_embeds"),
+            outputs=("label_logprobs", "inputs_embeds", *self.graph.present_names),
         )
         units = check_units([[j] for j in range(len(fed))], len(fed))
         factors = plan_factors(units, len(fed), factor, conceptual, base["inputs_embeds"][0])
-        batch = batch_size or default_batch_size(len(fed))
+        m = self.manifest
+        batch = batch_size or batch_size_for(
+            m.dims, m.hidden_size, m.vocab_size, len(fed), len(target_ids), self.memory_budget_mb
+        )
         done = 0
 
         def progress(n: int) -> None:
@@ -134,7 +145,11 @@ class Explainer:
             if on_progress is not None:
                 on_progress(done, len(factors))
 
-        perturbed = label_logprobs(self.graph, fed, factors, positions, target_ids, batch, progress)
+        work = Work()
+        perturbed = label_logprobs(
+            self.graph, fed, factors, positions, target_ids, base["label_logprobs"][0],
+            [base[name] for name in self.graph.present_names], batch, schedule, progress, work,
+        )
         finished = time.perf_counter()
         ends = [len(self.codec.decode(target_ids[: i + 1])) for i in range(len(target_ids))]
         target_offsets = list(zip([0, *ends[:-1]], ends))
@@ -161,5 +176,7 @@ class Explainer:
                 "total_s": finished - started,
                 "passes": len(factors) + 1,
                 "batch_size": batch,
+                "schedule": schedule,
+                "positions_computed": work.positions + len(fed),
             },
         )

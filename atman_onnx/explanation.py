@@ -60,7 +60,7 @@ class Explanation:
     granularity: str = "token"
     model: str = ""
     provider: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> np.ndarray:

@@ -22,10 +22,12 @@ from atman_onnx.runtime.contract import (
     INPUTS,
     MANIFEST_FILE,
     MODES,
-    OUTPUTS,
     TOKENIZER_FILE,
     Manifest,
     contract_io,
+    graph_inputs,
+    graph_outputs,
+    past_names,
 )
 from atman_onnx.runtime.errors import AtmanError
 
@@ -60,24 +62,28 @@ def _special_tokens(tokenizer, model) -> dict:
     }
 
 
-def _trace(graph_module: torch.nn.Module, path: Path, opset: int, external_data: bool) -> None:
-    """torch.export the wrapper to ONNX with dynamic batch, sequence and label axes."""
-    dims = {axis: torch.export.Dim(axis) for axis in ("batch", "seq", "labels")}
+def _trace(graph_module: AtmanGraph, path: Path, opset: int, external_data: bool) -> None:
+    """torch.export the wrapper to ONNX with dynamic batch, sequence, past and label axes."""
+    layers, kv_heads, head_dim = (graph_module.dims[k] for k in ("num_layers", "kv_heads", "head_dim"))
+    past, seq = 3, 5
     example = {
-        "input_ids": torch.zeros(2, 8, dtype=torch.int64),
-        "attention_mask": torch.ones(2, 8, dtype=torch.int64),
-        "attention_scale": torch.ones(2, 8),
-        "label_positions": torch.tensor([[5, 6, 7]] * 2),
+        "input_ids": torch.zeros(2, seq, dtype=torch.int64),
+        "attention_mask": torch.ones(2, past + seq, dtype=torch.int64),
+        "attention_scale": torch.ones(2, past + seq),
+        "label_positions": torch.tensor([[2, 3, 4]] * 2),
         "labels": torch.zeros(2, 3, dtype=torch.int64),
     }
-    dynamic = tuple({i: dims[a] for i, a in enumerate(INPUTS[name][1])} for name in example)
+    cache = [torch.randn(1, kv_heads, past, head_dim) for _ in past_names(layers)]
+    axes = {name: torch.export.Dim(name) for name in ("batch", "seq", "total", "labels", "past")}
+    dynamic = [{i: axes[a] for i, a in enumerate(INPUTS[name][1])} for name in example]
+    dynamic.append(tuple({2: axes["past"]} for _ in cache))
     torch.onnx.export(
         graph_module,
-        tuple(example.values()),
+        (*example.values(), *cache),
         str(path),
-        input_names=list(INPUTS),
-        output_names=list(OUTPUTS),
-        dynamic_shapes=dynamic,
+        input_names=list(graph_inputs(layers)),
+        output_names=list(graph_outputs(layers)),
+        dynamic_shapes=tuple(dynamic),
         opset_version=opset,
         dynamo=True,
         external_data=external_data,
@@ -109,8 +115,8 @@ def export(
             if (Path(tmp) / name).is_file():
                 shutil.copy(Path(tmp) / name, out / name)
     _trace(graph_module, out / GRAPH_FILE, opset, external_data=big)
-    validation = validate(graph_module, out / GRAPH_FILE, config.vocab_size)
-    inputs, outputs = contract_io()
+    validation = validate(graph_module, out / GRAPH_FILE)
+    inputs, outputs = contract_io(graph_module.dims["num_layers"])
     manifest = Manifest(
         contract_version=CONTRACT_VERSION,
         architecture=architecture,
@@ -122,6 +128,7 @@ def export(
         vocab_size=int(config.vocab_size),
         hidden_size=int(config.hidden_size),
         max_positions=int(config.max_position_embeddings),
+        dims=graph_module.dims,
         special_tokens=_special_tokens(tokenizer, lm),
         versions={**_versions(), "opset": str(opset)},
         validation=validation,

@@ -20,11 +20,12 @@ TOKENIZER_FILE = "tokenizer.json"
 MODES = ("log_additive", "multiplicative")
 
 # name -> (element type, axes). Axis names are symbolic (dynamic) except where the model fixes them.
+# "seq" counts the tokens fed in this call; "total" = past + seq counts every key position.
 INPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "input_ids": ("int64", ("batch", "seq")),
-    "attention_mask": ("int64", ("batch", "seq")),
-    "attention_scale": ("float32", ("batch", "seq")),  # AtMan factor per key position, 1.0 = untouched
-    "label_positions": ("int64", ("batch", "labels")),  # positions whose next token is scored
+    "attention_mask": ("int64", ("batch", "total")),
+    "attention_scale": ("float32", ("batch", "total")),  # AtMan factor per key position, 1.0 = untouched
+    "label_positions": ("int64", ("batch", "labels")),  # positions (within seq) whose next token is scored
     "labels": ("int64", ("batch", "labels")),  # the next-token ids scored there
 }
 OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -32,6 +33,26 @@ OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "label_logits": ("float32", ("batch", "labels", "vocab")),  # logits at label_positions only
     "inputs_embeds": ("float32", ("batch", "seq", "hidden")),  # embedding-layer output, before any block
 }
+# Then, per layer i: the keys and values of an earlier, unperturbed pass over the first "past" positions, shared
+# by every row of the batch, and the keys and values of all "total" positions after this call.
+PAST = ("float32", ("1", "kv_heads", "past", "head_dim"))
+PRESENT = ("float32", ("batch", "kv_heads", "total", "head_dim"))
+
+
+def past_names(num_layers: int) -> list[str]:
+    return [f"past.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def present_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def graph_inputs(num_layers: int) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {**INPUTS, **{name: PAST for name in past_names(num_layers)}}
+
+
+def graph_outputs(num_layers: int) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {**OUTPUTS, **{name: PRESENT for name in present_names(num_layers)}}
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,7 @@ class Manifest:
     vocab_size: int
     hidden_size: int
     max_positions: int
+    dims: dict[str, int]  # num_layers, num_heads, kv_heads, head_dim, intermediate_size
     special_tokens: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
@@ -61,13 +83,13 @@ class Manifest:
         return path
 
 
-def contract_io() -> tuple[dict[str, Any], dict[str, Any]]:
+def contract_io(num_layers: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inputs and outputs as the manifest records them: ``{name: {"type": ..., "axes": [...]}}``."""
 
     def table(spec: dict[str, tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
         return {name: {"type": dtype, "axes": list(axes)} for name, (dtype, axes) in spec.items()}
 
-    return table(INPUTS), table(OUTPUTS)
+    return table(graph_inputs(num_layers)), table(graph_outputs(num_layers))
 
 
 def load_manifest(folder: str | Path) -> Manifest:
@@ -94,7 +116,7 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ContractError(f"{path} does not match contract version {CONTRACT_VERSION}: {exc}") from None
     if manifest.mode not in MODES:
         raise ContractError(f"{path} names unknown mode {manifest.mode!r}; known: {', '.join(MODES)}")
-    expected_in, expected_out = contract_io()
+    expected_in, expected_out = contract_io(manifest.dims.get("num_layers", -1))
     if set(manifest.inputs) != set(expected_in) or set(manifest.outputs) != set(expected_out):
         raise ContractError(f"{path} lists graph inputs/outputs that differ from contract {CONTRACT_VERSION}")
     for name in (GRAPH_FILE, TOKENIZER_FILE):

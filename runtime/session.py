@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from atman_onnx.runtime.contract import GRAPH_FILE, Manifest, load_manifest
+from atman_onnx.runtime.contract import GRAPH_FILE, Manifest, load_manifest, past_names, present_names
 from atman_onnx.runtime.errors import ProviderError
 
 log = logging.getLogger("atman_onnx")
@@ -83,7 +83,14 @@ class Graph:
         self.manifest: Manifest = load_manifest(self.folder)
         self.session, self.provider_note = open_session(self.folder / GRAPH_FILE, provider, threads)
         self.device = DEVICE_TYPE[self.session.get_providers()[0]]
+        layers = self.manifest.dims["num_layers"]
+        self.past_names, self.present_names = past_names(layers), present_names(layers)
         log.info(self.provider_note)
+
+    def empty_past(self) -> list[np.ndarray]:
+        """A cache of length 0: the call then runs over the whole sequence."""
+        shape = (1, self.manifest.dims["kv_heads"], 0, self.manifest.dims["head_dim"])
+        return [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
 
     def run(
         self,
@@ -91,16 +98,20 @@ class Graph:
         attention_scale: np.ndarray,
         label_positions: np.ndarray,
         labels: np.ndarray,
+        past: list[np.ndarray] | None = None,
         outputs: tuple[str, ...] = ("label_logprobs",),
     ) -> dict[str, np.ndarray]:
-        """One call of the graph on a batch; returns the requested outputs as numpy arrays."""
+        """One call of the graph on a batch of new tokens, on top of ``past`` (keys and values of the first
+        ``attention_scale.shape[1] - input_ids.shape[1]`` positions); returns the requested outputs."""
         feeds = {
             "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-            "attention_mask": np.ones(input_ids.shape, dtype=np.int64),
+            "attention_mask": np.ones(attention_scale.shape, dtype=np.int64),
             "attention_scale": np.ascontiguousarray(attention_scale, dtype=np.float32),
             "label_positions": np.ascontiguousarray(label_positions, dtype=np.int64),
             "labels": np.ascontiguousarray(labels, dtype=np.int64),
         }
+        cache = self.empty_past() if past is None else past
+        feeds.update((name, np.ascontiguousarray(a, dtype=np.float32)) for name, a in zip(self.past_names, cache))
         binding = self.session.io_binding()
         for name, array in feeds.items():
             if self.device == "cpu":

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from atman_onnx.cli import main
-from atman_onnx.export.validate import random_case
+from atman_onnx.export.validate import compare, random_case, torch_outputs
 from atman_onnx.models.graph import AtmanGraph, patch
-from atman_onnx.runtime.contract import CONTRACT_VERSION, INPUTS, OUTPUTS, load_manifest
+from atman_onnx.runtime.contract import CONTRACT_VERSION, graph_inputs, graph_outputs, load_manifest, past_names
 from conftest import ARCHS, MODES
 
 
@@ -24,14 +23,37 @@ def test_onnx_matches_torch_for_random_scales(arch, mode, tiny_export, tiny_mode
     folder = tiny_export(arch, mode)
     graph = AtmanGraph(patch(AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch)), mode)).eval()
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    for seed, (batch, seq, labels) in enumerate([(4, 23, 6), (1, 64, 12), (6, 5, 2)]):
-        feeds = random_case(graph.embed.num_embeddings, batch, seq, labels, seed=100 + seed)
-        got = session.run(["label_logprobs", "inputs_embeds"], feeds)
-        with torch.no_grad():
-            want = graph(*(torch.from_numpy(v) for v in feeds.values()))
-        assert np.abs(got[0] - want[0].numpy()).max() < 1e-4
-        assert np.abs(got[1] - want[2].numpy()).max() < 1e-6
-        assert np.abs(want[0].numpy()).min() > 0  # log-probs of random labels are far from 0: a real check
+    names = past_names(graph.dims["num_layers"])
+    for seed, (batch, seq, labels, past) in enumerate([(4, 23, 6, 0), (1, 64, 12, 0), (6, 5, 2, 0), (3, 7, 4, 20)]):
+        feeds = random_case(graph.embed.num_embeddings, batch, seq, labels, seed=100 + seed, past=past)
+        prefix = random_case(graph.embed.num_embeddings, 1, past, 1, seed=200 + seed) if past else None
+        cache = torch_outputs(graph, prefix)[3:] if prefix else [e.numpy() for e in graph.empty_past()]
+        feeds.update(zip(names, cache))
+        diff = compare(session, graph, feeds)
+        assert diff["label_logprobs"] < 1e-4 and diff["present"] < 1e-4 and diff["inputs_embeds"] < 1e-6
+        logprobs = session.run(["label_logprobs"], feeds)[0]
+        assert np.abs(logprobs).min() > 0  # log-probs of random labels are far from 0: a real check
+
+
+def test_cached_prefix_equals_full_pass(tiny_export):
+    """Feeding positions >= i on top of the unperturbed cache gives the full pass's log-probs there."""
+    session = ort.InferenceSession(str(tiny_export("llama", "multiplicative") / "model.onnx"))
+    names = [i.name for i in session.get_inputs() if i.name.startswith("past.")]
+    full = random_case(300, 2, 16, 16, seed=7)
+    full["label_positions"] = np.tile(np.arange(16), (2, 1))
+    full["input_ids"][1], full["labels"][1] = full["input_ids"][0], full["labels"][0]  # one sequence, two perturbations
+    full["attention_scale"][:, :6] = 1.0  # the first 6 positions are not perturbed
+    empty = {n: np.zeros((1, 2, 0, 16), np.float32) for n in names}
+    want = session.run(["label_logprobs"], {**full, **empty})[0]
+    base = {**full, "attention_scale": np.ones((1, 16), np.float32), **{k: v[:1] for k, v in full.items() if k != "attention_scale"}}
+    presents = session.run([n.replace("past", "present") for n in names], {**base, **empty})
+    suffix = {
+        "input_ids": full["input_ids"][:, 6:], "attention_mask": full["attention_mask"],
+        "attention_scale": full["attention_scale"], "label_positions": full["label_positions"][:, 6:] - 6,
+        "labels": full["labels"][:, 6:], **{n: p[:, :, :6] for n, p in zip(names, presents)},
+    }
+    got = session.run(["label_logprobs"], suffix)[0]
+    assert np.abs(got - want[:, 6:]).max() < 1e-5
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -40,11 +62,13 @@ def test_manifest_records_contract_and_validation(arch, tiny_export):
     manifest = load_manifest(folder)
     assert manifest.contract_version == CONTRACT_VERSION
     assert manifest.mode == "multiplicative" and manifest.architecture == arch
-    assert list(manifest.inputs) == list(INPUTS) and list(manifest.outputs) == list(OUTPUTS)
+    layers = manifest.dims["num_layers"]
+    assert list(manifest.inputs) == list(graph_inputs(layers)) and list(manifest.outputs) == list(graph_outputs(layers))
     assert manifest.validation["passed"] and manifest.validation["max_abs_diff"]["label_logprobs"] < 1e-4
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == list(INPUTS)
-    assert [o.name for o in session.get_outputs()] == list(OUTPUTS)
+    assert [i.name for i in session.get_inputs()] == list(graph_inputs(layers))
+    assert [o.name for o in session.get_outputs()] == list(graph_outputs(layers))
+    assert session.get_inputs()[-1].shape == [1, manifest.dims["kv_heads"], "past", manifest.dims["head_dim"]]
     assert session.get_inputs()[0].shape == ["batch", "seq"]
     assert (folder / "tokenizer.json").is_file()
 

@@ -77,10 +77,11 @@ def test_graph_module_logprobs_match_logits():
     ids = torch.randint(0, 300, (1, 7))
     positions, labels = torch.tensor([[2, 6]]), torch.tensor([[5, 9]])
     with torch.no_grad():
-        logprobs, logits, embeds = AtmanGraph(model)(ids, torch.ones_like(ids), torch.ones(1, 7), positions, labels)
+        logprobs, _, embeds, *present = AtmanGraph(model)(ids, torch.ones_like(ids), torch.ones(1, 7), positions, labels)
         full = torch.log_softmax(model(input_ids=ids).logits, dim=-1)
     assert torch.allclose(logprobs[0], full[0, [2, 6], [5, 9]], atol=1e-5)
     assert embeds.shape == (1, 7, 64)
+    assert len(present) == 4 and present[0].shape == (1, 2, 7, 16)  # 2 layers x (keys, values), GQA heads
 
 
 def test_unsupported_architecture_is_named():
