@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -29,28 +30,70 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported {manifest.architecture} ({manifest.mode}) to {args.out_dir}; validated against PyTorch: {figures}")
 
 
+def _parse_span(text: str) -> tuple[int, int]:
+    try:
+        start, end = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"span {text!r} is not START:END") from None
+    return start, end
+
+
+def _progress(quiet: bool):
+    """A rich progress bar over perturbations on stderr; None when quiet or stderr is not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "explaining", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+
+
 def _explain(args: argparse.Namespace) -> None:
     from atman_onnx.explainer import Explainer
 
-    json_path = Path(args.json) if args.json else None
-    if json_path is not None and not json_path.parent.is_dir():
-        raise InputError(f"cannot write {json_path}: folder {json_path.parent} does not exist")
+    outputs = [Path(p) for p in (args.json, args.html) if p]
+    for path in outputs:
+        if not path.parent.is_dir():
+            raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     explainer = Explainer.load(args.dir, provider=args.provider, threads=args.threads)
-    explanation = explainer.explain(
-        args.prompt,
-        args.target,
-        factor=args.factor,
-        conceptual=args.conceptual,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        schedule=args.schedule,
-    )
+    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    bar = _progress(args.quiet)
+    task = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("explain", total=total)
+        bar.update(task, completed=done)
+
+    with bar if bar is not None else contextlib.nullcontext():
+        explanation = explainer.explain(
+            prompt,
+            args.target,
+            factor=args.factor,
+            conceptual=args.conceptual,
+            granularity=args.granularity,
+            spans=args.span,
+            delimiter=args.delimiter,
+            include_template=args.include_template,
+            contrast=args.contrast,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            schedule=args.schedule,
+            on_progress=on_progress if bar is not None else None,
+        )
     if not args.quiet:
         print(explainer.provider_note, file=sys.stderr)
     print(explanation.to_text(color=sys.stdout.isatty()))
-    if json_path is not None:
-        _write_atomically(json_path, explanation.to_json() + "\n")
-        print(f"wrote {json_path}", file=sys.stderr)
+    if args.json:
+        _write_atomically(Path(args.json), explanation.to_json() + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.html:
+        _write_atomically(Path(args.html), explanation.to_html())
+        print(f"wrote {args.html}", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,7 +112,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("dir", help="folder written by `atman-onnx export`")
     ex.add_argument("--prompt", required=True)
     ex.add_argument("--target", help="completion to explain (default: the model's greedy completion)")
+    ex.add_argument("--chat", action="store_true", help="take the prompt as a user message in the chat template")
+    ex.add_argument("--include-template", action="store_true",
+                    help="with --chat, explain the template's tokens too (default: message contents only)")
+    ex.add_argument("--granularity", default="token", choices=["token", "word", "sentence", "paragraph", "spans"],
+                    help="unit of suppression (spans: give --span START:END ... or --delimiter)")
+    ex.add_argument("--span", type=_parse_span, action="append", help="a character range START:END of the prompt")
+    ex.add_argument("--delimiter", help="split the prompt into spans at this string")
+    ex.add_argument("--contrast", help="explain the target rather than this alternative completion")
     ex.add_argument("--json", help="write the explanation as JSON to this file")
+    ex.add_argument("--html", help="write a self-contained HTML report to this file")
     ex.add_argument("--factor", type=float, default=0.1, help="suppression factor (default 0.1)")
     ex.add_argument("--conceptual", type=float, help="cosine threshold for conceptual suppression, e.g. 0.7")
     ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: fit a 1 GiB budget)")
@@ -78,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-new-tokens", type=int, default=32, help="length limit when generating the target")
     ex.add_argument("--provider", help="cpu or cuda (default: the best that loads)")
     ex.add_argument("--threads", type=int, help="intra-op threads for ONNX Runtime")
-    ex.add_argument("--quiet", action="store_true", help="print no provider line")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar and no provider line")
     ex.set_defaults(run=_explain)
     return root
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from atman_onnx.explanation import Explanation, Token, Unit
 from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES, Work, batch_size_for, label_logprobs
 from atman_onnx.runtime.errors import InputError
+from atman_onnx.runtime.groups import GRANULARITIES, text_spans, token_groups
 from atman_onnx.runtime.plan import check_units, plan_factors
 from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
@@ -21,7 +23,8 @@ Prompt = str | list[dict]
 
 
 def _check_settings(
-    factor: float, conceptual: float | None, batch_size: int | None, max_new_tokens: int, schedule: str
+    factor: float, conceptual: float | None, batch_size: int | None, max_new_tokens: int, schedule: str,
+    granularity: str,
 ) -> None:
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 0):
         raise InputError(f"suppression factor must be a finite number >= 0, got {factor!r}")
@@ -33,6 +36,18 @@ def _check_settings(
         raise InputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+    if granularity not in GRANULARITIES:
+        raise InputError(f"unknown granularity {granularity!r}; available: {', '.join(GRANULARITIES)}")
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    """The prompt as fed: its text, ids, character offsets, and the character ranges worth explaining."""
+
+    text: str
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    content: list[tuple[int, int]] | None  # None: all of it; for chat prompts, the messages' contents
 
 
 class Explainer:
@@ -60,16 +75,40 @@ class Explainer:
                 f"sequence of {n_tokens} tokens is longer than the model's {self.manifest.max_positions} positions"
             )
 
-    def encode_prompt(self, prompt: Prompt) -> tuple[str, list[int], list[tuple[int, int]]]:
-        """The prompt as text (chat messages rendered with the model's template), ids and character offsets."""
+    def encode_prompt(self, prompt: Prompt) -> EncodedPrompt:
+        """Tokenize a text prompt, or render chat messages with the model's template and find their contents."""
         if isinstance(prompt, list):
-            text, special = self.codec.render_chat(prompt), False
+            if not any(str(m.get("content", "")).strip() for m in prompt):
+                raise InputError("the prompt is empty")
+            text = self.codec.render_chat(prompt)
+            content, cursor = [], 0
+            for message in prompt:
+                body = str(message.get("content", ""))
+                at = text.find(body, cursor) if body else -1
+                if at >= 0:
+                    content.append((at, at + len(body)))
+                    cursor = at + len(body)
+            encoded = self.codec.encode(text, add_special_tokens=False)
         else:
-            text, special = prompt, True
-        if not isinstance(text, str) or not text.strip():
-            raise InputError("the prompt is empty")
-        encoded = self.codec.encode(text, add_special_tokens=special)
-        return text, encoded.ids, encoded.offsets
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise InputError("the prompt is empty")
+            text, content = prompt, None
+            encoded = self.codec.encode(text, add_special_tokens=True)
+        return EncodedPrompt(text, encoded.ids, encoded.offsets, content)
+
+    def encode_target(self, target: str | None, prompt_ids: list[int], max_new_tokens: int) -> tuple[str, list[int]]:
+        """The target's text and ids: as given, or the model's greedy completion when None."""
+        if target is None:
+            ids = self.generate(prompt_ids, max_new_tokens)
+            if not ids:
+                raise InputError("the model generated no target tokens; pass a target")
+            return self.codec.decode(ids), ids
+        if not target:
+            raise InputError("the target is empty")
+        ids = self.codec.encode(target, add_special_tokens=False).ids
+        if not ids:
+            raise InputError("the target is empty after tokenization")
+        return target, ids
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int = 32) -> list[int]:
         """Greedy completion with the same graph (unperturbed, reusing its key/value cache), stopping at an
@@ -89,6 +128,67 @@ class Explainer:
             new, past = [token], [out[name] for name in self.graph.present_names]
         return ids[len(prompt_ids) :]
 
+    def fed_tokens(self, prompt: EncodedPrompt, target_ids: list[int]) -> list[Token]:
+        """Every fed position (prompt, then target without its last token) with its text and character span."""
+        texts = self.codec.token_texts(prompt.ids + target_ids[:-1])
+        ends = [len(self.codec.decode(target_ids[: i + 1])) for i in range(len(target_ids) - 1)]
+        target_spans = list(zip([0, *ends[:-1]], ends))
+        tokens = [Token(texts[i], *prompt.offsets[i], "prompt") for i in range(len(prompt.ids))]
+        return tokens + [Token(texts[len(prompt.ids) + i], *span, "target") for i, span in enumerate(target_spans)]
+
+    def make_units(
+        self, prompt: EncodedPrompt, tokens: list[Token], target: str, granularity: str,
+        spans: list[tuple[int, int]] | None, delimiter: str | None, include_template: bool, with_target: bool,
+    ) -> list[Unit]:
+        """The units to suppress: prompt groups (chat: message contents only, unless ``include_template``),
+        then, when ``with_target``, the fed target tokens grouped alike."""
+        content = None if include_template else prompt.content
+        n_prompt = len(prompt.ids)
+        segments = [("prompt", prompt.text, range(n_prompt), content)]
+        if with_target:
+            segments.append(("target", target, range(n_prompt, len(tokens)), None))
+        units = []
+        for segment, text, positions, within in segments:
+            if granularity == "token" or (granularity == "spans" and segment == "target"):
+                for p in positions:
+                    start, end = tokens[p].start, tokens[p].end
+                    inside = within is None or any(lo < end and start < hi for lo, hi in within)
+                    if inside:
+                        units.append(Unit(tokens[p].text, start, end, segment, (p,)))
+                continue
+            offsets = [(tokens[p].start, tokens[p].end) for p in positions]
+            for group in token_groups(offsets, text, text_spans(text, granularity, spans, delimiter, within)):
+                members = tuple(positions[i] for i in group.positions)
+                units.append(Unit(text[group.start : group.end], group.start, group.end, segment, members))
+        if not units:
+            raise InputError(f"nothing to explain: no {granularity} units in the prompt")
+        return units
+
+    def _relevance(
+        self, fed: list[int], target_ids: list[int], units: list[Unit], factor: float, conceptual: float | None,
+        batch_size: int | None, schedule: str, progress: Callable[[int], None], work: Work,
+    ) -> np.ndarray:
+        """AtMan relevance [units, target tokens] for one fed sequence."""
+        self._check_length(len(fed))
+        positions = list(range(len(fed) - len(target_ids), len(fed)))
+        base = self.graph.run(
+            np.array([fed]), np.ones((1, len(fed)), np.float32), np.array([positions]), np.array([target_ids]),
+            outputs=("label_logprobs", "inputs_embeds", *self.graph.present_names),
+        )
+        groups = check_units([list(u.positions) for u in units], len(fed))
+        factors = plan_factors(groups, len(fed), factor, conceptual, base["inputs_embeds"][0])
+        m = self.manifest
+        batch = batch_size or batch_size_for(
+            m.dims, m.hidden_size, m.vocab_size, len(fed), len(target_ids), self.memory_budget_mb
+        )
+        work.positions += len(fed)
+        perturbed = label_logprobs(
+            self.graph, fed, factors, positions, target_ids, base["label_logprobs"][0],
+            [base[name] for name in self.graph.present_names], batch, schedule, progress, work,
+        )
+        work.batch_size = batch
+        return relevance(base["label_logprobs"][0], perturbed)
+
     def explain(
         self,
         prompt: Prompt,
@@ -96,6 +196,11 @@ class Explainer:
         *,
         factor: float = 0.1,
         conceptual: float | None = None,
+        granularity: str = "token",
+        spans: list[tuple[int, int]] | None = None,
+        delimiter: str | None = None,
+        include_template: bool = False,
+        contrast: str | None = None,
         batch_size: int | None = None,
         max_new_tokens: int = 32,
         schedule: str = "prefix",
@@ -105,78 +210,67 @@ class Explainer:
 
         factor: suppression factor s (0.1; below 1 suppresses, above 1 amplifies).
         conceptual: cosine threshold kappa for conceptual suppression (None: off; 0.7 is a fair choice).
+        granularity: "token", "word", "sentence", "paragraph", or "spans" (character ``spans`` or a
+            ``delimiter``); each unit is suppressed in one pass and gets one row of relevance.
+        include_template: for chat prompts, explain the template's tokens too (default: message contents only).
+        contrast: explain why the model says ``target`` rather than ``contrast``: one column of relevance on
+            log p(target) - log p(contrast), over the prompt's units.
         batch_size: perturbations per graph call (default: as many as fit ``memory_budget_mb``).
         schedule: "prefix" (reuse the unperturbed prefix's keys and values) or "naive" (full-length passes).
         on_progress: called with (done, total) perturbations after every batch.
         """
-        _check_settings(factor, conceptual, batch_size, max_new_tokens, schedule)
+        _check_settings(factor, conceptual, batch_size, max_new_tokens, schedule, granularity)
         started = time.perf_counter()
-        text, prompt_ids, offsets = self.encode_prompt(prompt)
-        if target is None:
-            target_ids = self.generate(prompt_ids, max_new_tokens)
-            if not target_ids:
-                raise InputError("the model generated no target tokens; pass a target")
-            target = self.codec.decode(target_ids)
-        else:
-            if not target:
-                raise InputError("the target is empty")
-            target_ids = self.codec.encode(target, add_special_tokens=False).ids
-            if not target_ids:
-                raise InputError("the target is empty after tokenization")
+        encoded = self.encode_prompt(prompt)
+        target, target_ids = self.encode_target(target, encoded.ids, max_new_tokens)
+        contrast_ids = self.encode_target(contrast, encoded.ids, max_new_tokens)[1] if contrast is not None else None
         generated = time.perf_counter()
-        fed = prompt_ids + target_ids[:-1]
-        self._check_length(len(fed))
-        positions = list(range(len(prompt_ids) - 1, len(fed)))
-        base = self.graph.run(
-            np.array([fed]), np.ones((1, len(fed)), np.float32), np.array([positions]), np.array([target_ids]),
-            outputs=("label_logprobs", "inputs_embeds", *self.graph.present_names),
+        tokens = self.fed_tokens(encoded, target_ids)
+        units = self.make_units(
+            encoded, tokens, target, granularity, spans, delimiter, include_template, with_target=contrast is None
         )
-        units = check_units([[j] for j in range(len(fed))], len(fed))
-        factors = plan_factors(units, len(fed), factor, conceptual, base["inputs_embeds"][0])
-        m = self.manifest
-        batch = batch_size or batch_size_for(
-            m.dims, m.hidden_size, m.vocab_size, len(fed), len(target_ids), self.memory_budget_mb
-        )
-        done = 0
+        total = len(units) * (1 if contrast is None else 2)
+        done, work = 0, Work()
 
         def progress(n: int) -> None:
             nonlocal done
             done += n
             if on_progress is not None:
-                on_progress(done, len(factors))
+                on_progress(done, total)
 
-        work = Work()
-        perturbed = label_logprobs(
-            self.graph, fed, factors, positions, target_ids, base["label_logprobs"][0],
-            [base[name] for name in self.graph.present_names], batch, schedule, progress, work,
-        )
+        run = dict(factor=factor, conceptual=conceptual, batch_size=batch_size, schedule=schedule,
+                   progress=progress, work=work)
+        scores = self._relevance(encoded.ids + target_ids[:-1], target_ids, units, **run)
+        target_tokens = self.codec.token_texts(target_ids)
+        if contrast_ids is not None:
+            against = self._relevance(encoded.ids + contrast_ids[:-1], contrast_ids, units, **run)
+            scores = (scores.sum(axis=1) - against.sum(axis=1))[:, None]
+            target_tokens = [f"{target} (vs {contrast})"]
         finished = time.perf_counter()
-        ends = [len(self.codec.decode(target_ids[: i + 1])) for i in range(len(target_ids))]
-        target_offsets = list(zip([0, *ends[:-1]], ends))
-        texts = self.codec.token_texts(fed)
-        tokens = [Token(texts[i], *offsets[i], "prompt") for i in range(len(prompt_ids))]
-        tokens += [Token(texts[len(prompt_ids) + i], *target_offsets[i], "target") for i in range(len(target_ids) - 1)]
         return Explanation(
-            prompt=text,
+            prompt=encoded.text,
             target=target,
-            prompt_ids=prompt_ids,
+            prompt_ids=encoded.ids,
             target_ids=target_ids,
             tokens=tokens,
-            units=[Unit(t.text, t.start, t.end, t.segment, (i,)) for i, t in enumerate(tokens)],
-            target_tokens=self.codec.token_texts(target_ids),
-            relevance=relevance(base["label_logprobs"][0], perturbed),
+            units=units,
+            target_tokens=target_tokens,
+            relevance=scores,
             mode=self.manifest.mode,
             suppression_factor=float(factor),
             conceptual_threshold=conceptual,
+            granularity=granularity,
+            contrast=contrast,
+            contrast_ids=contrast_ids,
             model=self.manifest.source,
             provider=self.graph.device,
             timings={
                 "generate_s": generated - started,
                 "explain_s": finished - generated,
                 "total_s": finished - started,
-                "passes": len(factors) + 1,
-                "batch_size": batch,
+                "passes": total + (1 if contrast is None else 2),
+                "batch_size": work.batch_size,
                 "schedule": schedule,
-                "positions_computed": work.positions + len(fed),
+                "positions_computed": work.positions,
             },
         )

@@ -58,6 +58,8 @@ class Explanation:
     suppression_factor: float
     conceptual_threshold: float | None = None
     granularity: str = "token"
+    contrast: str | None = None
+    contrast_ids: list[int] | None = None
     model: str = ""
     provider: str = ""
     timings: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,8 @@
-"""Terminal rendering of an explanation: 24-bit ANSI background colours, or bracketed scores in plain text."""
+"""Terminal rendering of an explanation: a rich heatmap on a terminal, bracketed scores in plain text."""
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,32 +11,47 @@ if TYPE_CHECKING:
     from atman_onnx.explanation import Explanation
 
 
-def _shade(value: float) -> str:
-    """ANSI background for a relevance in [-1, 1]: white at 0, red towards 1, blue towards -1."""
+def shade(value: float) -> tuple[int, int, int]:
+    """Background colour for a relevance in [-1, 1]: white at 0, red towards 1, blue towards -1."""
     level = int(255 * (1 - min(abs(value), 1.0)))
-    rgb = (255, level, level) if value >= 0 else (level, level, 255)
-    return "\x1b[48;2;{};{};{}m\x1b[38;2;0;0;0m".format(*rgb)
+    return (255, level, level) if value >= 0 else (level, level, 255)
 
 
-def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5) -> str:
-    total = explanation.total
-    scale = float(np.abs(total).max()) or 1.0
-    parts = []
-    for unit, value in zip(explanation.units, total):
-        shown = unit.text.replace("\n", "\\n")
-        if color:
-            parts.append(f"{_shade(value / scale)}{shown}\x1b[0m")
-        else:
-            parts.append(f"{shown}[{value:+.3f}]")
-    lines = [
-        f"target: {explanation.target!r} ({len(explanation.target_ids)} tokens)",
-        f"AtMan {explanation.mode}, suppression factor {explanation.suppression_factor}"
-        + (f", conceptual threshold {explanation.conceptual_threshold}" if explanation.conceptual_threshold else ""),
-        "",
-        ("" if color else " ").join(parts),
-        "",
-        f"most relevant prompt {explanation.granularity}s (sum over target tokens; max |relevance| {scale:.3f}):",
-    ]
+def _header(explanation: Explanation) -> list[str]:
+    settings = f"AtMan {explanation.mode}, suppression factor {explanation.suppression_factor}"
+    if explanation.conceptual_threshold:
+        settings += f", conceptual threshold {explanation.conceptual_threshold}"
+    what = f"target: {explanation.target!r} ({len(explanation.target_ids)} tokens)"
+    if explanation.contrast is not None:
+        what += f" rather than contrast {explanation.contrast!r}"
+    return [what, f"{settings}, {explanation.granularity} granularity", ""]
+
+
+def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
+    lines = ["", f"most relevant prompt {explanation.granularity}s (sum over target tokens; max |relevance| {scale:.3f}):"]
     for index, unit, value in explanation.top(top):
         lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
-    return "\n".join(lines)
+    return lines
+
+
+def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5, width: int = 100) -> str:
+    """The heatmap as a string: ANSI colours via rich when ``color``, else ``unit[+score]`` plain text."""
+    total = explanation.total
+    scale = float(np.abs(total).max()) or 1.0
+    if not color:
+        body = " ".join(f"{u.text.strip() or repr(u.text)}[{v:+.3f}]" for u, v in zip(explanation.units, total))
+        return "\n".join([*_header(explanation), body, *_footer(explanation, scale, top)])
+    from rich.console import Console
+    from rich.text import Text
+
+    heat = Text()
+    for unit, value in zip(explanation.units, total):
+        r, g, b = shade(value / scale)
+        heat.append(unit.text if explanation.granularity == "token" else unit.text + " ",
+                    style=f"black on rgb({r},{g},{b})")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="truecolor", width=width)
+    console.print("\n".join(_header(explanation)))
+    console.print(heat)
+    console.print("\n".join(_footer(explanation, scale, top)), highlight=False)
+    return out.getvalue().rstrip("\n")

@@ -28,17 +28,20 @@ class Work:
     calls: int = 0
     rows: int = 0
     positions: int = 0
+    batch_size: int = 0
 
 
 def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float) -> int:
-    """Rows per call that keep one call's activations within ``budget_mb`` (an upper-bound estimate)."""
+    """Rows per call: as many as keep one call's activations within ``budget_mb`` (an upper-bound estimate), and
+    at most an eighth of the sequence, since a prefix-schedule batch recomputes from its earliest row's start
+    (about ``batch / n_fed`` extra work)."""
     per_row = 4 * (
         2 * dims["num_layers"] * n_fed * dims["kv_heads"] * dims["head_dim"]  # keys and values of every layer
         + 3 * dims["num_heads"] * n_fed * n_fed  # scores, masked scores and weights of one layer
         + n_fed * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
     )
-    return max(1, int(budget_mb * 2**20 // per_row))
+    return max(1, min(int(budget_mb * 2**20 // per_row), -(-n_fed // 8)))
 
 
 def first_changed(factors: np.ndarray) -> np.ndarray:

@@ -14,18 +14,26 @@ CORPUS = [
     "Numbers: one two three four five six seven eight nine ten.",
 ]
 ARCHS = ("gpt2", "llama")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>\n{% endif %}"
+)
 MODES = ("log_additive", "multiplicative")
 
 
 def tiny_config(arch: str, vocab_size: int):
-    """A small random config; Llama uses grouped-query attention (4 query heads over 2 key/value heads)."""
+    """A small random config; Llama uses grouped-query attention (4 query heads over 2 key/value heads).
+
+    Weights are drawn wider than the default (std 0.1, not 0.02) so that attention is peaked enough for
+    suppression to move the log-probs measurably.
+    """
     from transformers import GPT2Config, LlamaConfig
 
     if arch == "gpt2":
-        return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128)
+        return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128, initializer_range=0.1)
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.1,
     )
 
 
@@ -42,7 +50,9 @@ def tiny_tokenizer(tmp_path_factory):
         vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
 
 
 @pytest.fixture(scope="session")

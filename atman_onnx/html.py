@@ -1,0 +1,154 @@
+"""Self-contained HTML report of an explanation: the prompt as a relevance heatmap, a target-token selector,
+each unit's score on hover or tap, and the settings used. Inline CSS and JS only, no network assets."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from atman_onnx.explanation import Explanation
+
+POSITIVE, NEGATIVE = (214, 39, 40), (33, 102, 196)  # the colours of +max and -max; 0 is white
+NL, MARK = "\n", '<i class="nl"></i>\n'  # a visible, hoverable mark on line breaks (CSS ::before: no text)
+
+CSS = """
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:60rem;margin:1.5rem auto}
+body{padding:0 1rem}h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.05rem;margin:1.4rem 0 .4rem}
+dl{display:flex;flex-wrap:wrap;gap:.2rem 1.4rem;margin:.8rem 0;font-size:.9rem}dl div{display:flex;gap:.4rem}
+dt{color:#666}dd{margin:0}.text,.heatmap{white-space:pre-wrap;overflow-wrap:anywhere}
+.text{background:#f6f6f6;padding:.5rem .7rem;border-radius:4px}.lead{color:#555;margin:0}
+.heatmap{border:1px solid #ddd;border-radius:4px;padding:.7rem;line-height:1.9}
+.unit{border-radius:2px;cursor:pointer}.unit:hover,.unit.picked{outline:2px solid #222}
+.unit.target{border-bottom:2px dashed #666}.nl::before{content:"\\21b5";opacity:.45}.sep{color:#999;user-select:none}
+.selector{display:flex;flex-wrap:wrap;gap:.3rem;align-items:center}button{font:inherit;font-size:.9rem;white-space:pre}
+button{border:1px solid #bbb;background:#fff;border-radius:4px;padding:.1rem .45rem;cursor:pointer}
+button.active{background:#222;color:#fff;border-color:#222}
+.legend{display:flex;align-items:center;gap:.5rem;font-size:.85rem;color:#555;flex-wrap:wrap}
+.bar{width:12rem;height:.8rem;border:1px solid #ccc;background:linear-gradient(to right,rgb(%s),#fff,rgb(%s))}
+.info{margin-top:.6rem;padding:.4rem .7rem;background:#f6f6f6;border-radius:4px;min-height:1.5em;font-size:.95rem}
+""" % (",".join(map(str, NEGATIVE)), ",".join(map(str, POSITIVE)))
+
+JS = """
+const units = document.querySelectorAll(".unit"), info = document.getElementById("info");
+const fmt = v => (v >= 0 ? "+" : "") + v.toFixed(4);
+const show = s => s.replace(/\\n/g, "\\u21b5").replace(/\\t/g, "\\u21e5");
+let current = -1;
+function colour(v) {
+  const end = v >= 0 ? DATA.pos : DATA.neg, a = Math.min(Math.abs(v), 1);
+  return "rgb(" + end.map(c => Math.round(255 + (c - 255) * a)).join(", ") + ")";
+}
+function values(t) { return t < 0 ? DATA.total : DATA.relevance.map(row => row[t]); }
+function selectTarget(t) {  // t: a target token index, or -1 for all target tokens (their sum)
+  current = t === "all" ? -1 : Number(t);
+  const vals = values(current), scale = vals.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+  units.forEach((el, i) => {
+    el.style.background = colour(vals[i] / scale);
+    el.style.color = Math.abs(vals[i] / scale) > 0.6 ? "#fff" : "#000";
+    el.title = show(el.textContent) + " \\u00b7 " + fmt(vals[i]);
+  });
+  document.getElementById("lo").textContent = fmt(-scale);
+  document.getElementById("hi").textContent = fmt(scale);
+  document.getElementById("for").textContent =
+    current < 0 ? "all target tokens (sum)" : "target token \\u201c" + show(DATA.tokens[current]) + "\\u201d";
+  document.querySelectorAll(".selector button").forEach(b => b.classList.toggle("active", +b.dataset.t === current));
+}
+function inspect(el) {
+  const i = Number(el.dataset.index);
+  units.forEach(u => u.classList.toggle("picked", u === el));
+  info.textContent = "#" + i + " \\u201c" + show(el.textContent) + "\\u201d (" +
+    (el.classList.contains("target") ? "target" : "prompt") + "): relevance " + fmt(values(current)[i]) +
+    " for " + document.getElementById("for").textContent;
+}
+const pick = e => { const el = e.target.closest(".unit"); if (el) inspect(el); };  // hover (desktop), tap (mobile)
+document.querySelector(".heatmap").addEventListener("mouseover", pick);
+document.querySelector(".heatmap").addEventListener("click", pick);
+document.querySelector(".selector").addEventListener("click", e => {
+  const b = e.target.closest("button"); if (b) selectTarget(b.dataset.t);
+});
+"""
+
+
+def _colour(value: float) -> str:
+    """Background for a relevance in [-1, 1]: white at 0, red towards 1, blue towards -1 (same as the JS)."""
+    end, a = (POSITIVE if value >= 0 else NEGATIVE), min(abs(value), 1.0)
+    return "rgb({}, {}, {})".format(*(int(255 + (c - 255) * a + 0.5) for c in end))
+
+
+def _show(text: str) -> str:
+    return text.replace("\n", "\u21b5").replace("\t", "\u21e5")
+
+
+def _pieces(explanation: Explanation) -> list[tuple[str, str]]:
+    """(uncovered text before, text) of each unit: its slice of the prompt or target, else its own text."""
+    source = {"prompt": explanation.prompt, "target": explanation.target}
+    cursor = {"prompt": 0, "target": 0}
+    pieces = []
+    for unit in explanation.units:
+        text, at = source.get(unit.segment, ""), cursor.get(unit.segment, 0)
+        if unit.end > max(unit.start, at) and unit.end <= len(text):
+            pieces.append((text[at : unit.start], text[max(unit.start, at) : unit.end]))
+            cursor[unit.segment] = unit.end
+        else:  # special tokens (no characters of their own) and anything out of order
+            pieces.append(("", unit.text))
+    return pieces
+
+
+def render_html(explanation: Explanation) -> str:
+    """The explanation as one HTML page; the "all target tokens" colours are inline, JS re-colours per token."""
+    total = np.asarray(explanation.total, dtype=float)
+    scale = float(np.abs(total).max()) if total.size else 0.0
+    scale = scale or 1.0
+    spans, marked = [], False
+    for i, (unit, (gap, text)) in enumerate(zip(explanation.units, _pieces(explanation))):
+        target = unit.segment == "target"
+        if target and not marked:
+            spans.append('<span class="sep" title="the target tokens fed to the model start here">\u25b8</span>')
+            marked = True
+        a = total[i] / scale
+        style = f"background: {_colour(a)}; color: {'#fff' if abs(a) > 0.6 else '#000'}"
+        title = escape(f"{_show(text)} \u00b7 {total[i]:+.4f}")
+        spans.append(f'{escape(gap)}<span class="unit{" target" if target else ""}" data-index="{i}" '
+                     f'style="{style}" title="{title}">{escape(text).replace(NL, MARK)}</span>')
+    buttons = ['<button data-t="-1" class="active">all tokens</button>'] + [
+        f'<button data-t="{t}" title="target token #{t}">{escape(_show(tok))}</button>'
+        for t, tok in enumerate(explanation.target_tokens)
+    ]
+    data = {
+        "relevance": np.asarray(explanation.relevance, dtype=float).tolist(), "total": total.tolist(),
+        "tokens": list(explanation.target_tokens), "pos": POSITIVE, "neg": NEGATIVE,
+    }
+    threshold = explanation.conceptual_threshold
+    settings = {
+        "model": explanation.model or "?", "mode": explanation.mode,
+        "suppression factor": f"{explanation.suppression_factor:g}",
+        "conceptual threshold": "off" if threshold is None else f"{threshold:g}",
+        "granularity": explanation.granularity, "provider": explanation.provider or "?",
+    }
+    if "total_s" in explanation.timings:
+        settings["time"] = f"{explanation.timings['total_s']:.2f} s, {int(explanation.timings.get('passes', 0))} passes"
+    payload = json.dumps(data).replace("<", "\\u003c")  # no "</script>" inside the script
+    dl = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(str(v))}</dd></div>" for k, v in settings.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>AtMan explanation</title><style>{CSS}</style></head><body>
+<h1>AtMan explanation</h1>
+<p class="lead">Each {escape(explanation.granularity)} of the input was suppressed in turn; its score is how much the
+target's loss (cross-entropy) rose. <b style="color:rgb{POSITIVE}">Red</b>: the target depends on it.
+<b style="color:rgb{NEGATIVE}">Blue</b>: the target is more likely without it.</p>
+<dl>{dl}</dl>
+<h2>Target</h2><div class="text">{escape(explanation.target)}</div>
+<h2>Explain which target tokens?</h2><div class="selector" role="group">{"".join(buttons)}</div>
+<h2>Prompt</h2>
+<div class="legend"><span>colours for <b id="for">all target tokens (sum)</b>:</span><span id="lo">{-scale:+.4f}</span>
+<span class="bar"></span><span id="hi">{scale:+.4f}</span>
+<span>\u00b7 dashed underline: target tokens fed to the model</span></div>
+<div class="heatmap">{"".join(spans)}</div>
+<div class="info" id="info" aria-live="polite">Hover over or tap a {escape(explanation.granularity)} to see its score.
+</div>
+<script>const DATA = {payload};
+{JS}</script></body></html>
+"""

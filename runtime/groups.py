@@ -1,0 +1,81 @@
+"""Group token positions into the units a person reads: words, sentences, paragraphs, or spans they name.
+
+Each group is suppressed in one pass (ATMAN.md, "Groups") and gets one row of relevance, with its text and
+character span. Tokens are assigned to a group by the character span they cover (leading whitespace ignored);
+tokens that cover only whitespace, or no characters (special tokens), belong to no group at coarser granularities.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from atman_onnx.runtime.errors import InputError
+
+GRANULARITIES = ("token", "word", "sentence", "paragraph", "spans")
+_PATTERNS = {
+    "word": re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+"),
+    "sentence": re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)", re.DOTALL),
+    "paragraph": re.compile(r"\S.*?(?=\n\s*\n|$)", re.DOTALL),
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """A unit of suppression: positions into the token list and the character span they stand for."""
+
+    start: int
+    end: int
+    positions: tuple[int, ...]
+
+
+def text_spans(
+    text: str,
+    granularity: str,
+    spans: list[tuple[int, int]] | None = None,
+    delimiter: str | None = None,
+    within: list[tuple[int, int]] | None = None,
+) -> list[tuple[int, int]]:
+    """Character spans of ``text`` at ``granularity``; "spans" takes ``spans`` or splits on ``delimiter``.
+
+    ``within`` (optional) limits matching to these character ranges (e.g. the contents of chat messages).
+    """
+    if granularity not in GRANULARITIES or granularity == "token":
+        raise InputError(f"unknown granularity {granularity!r}; available: {', '.join(GRANULARITIES)}")
+    regions = within if within is not None else [(0, len(text))]
+    if granularity == "spans" and spans is not None:
+        for start, end in spans:
+            if not 0 <= start < end <= len(text):
+                raise InputError(f"span ({start}, {end}) is empty or outside the prompt of {len(text)} characters")
+        return sorted(spans)
+    if granularity == "spans" and not delimiter:
+        raise InputError("granularity 'spans' needs character spans or a delimiter")
+    pieces = []
+    for lo, hi in regions:
+        if granularity == "spans":
+            cuts = [lo] + [m.end() for m in re.finditer(re.escape(delimiter), text[:hi]) if m.start() >= lo] + [hi]
+            pieces += [(a, b - len(delimiter) if b < hi else b) for a, b in zip(cuts, cuts[1:])]
+        else:
+            pieces += [m.span() for m in _PATTERNS[granularity].finditer(text, lo, hi)]
+    return [_strip(text, a, b) for a, b in pieces if text[a:b].strip()]
+
+
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink a span to exclude surrounding whitespace."""
+    chunk = text[start:end]
+    return start + len(chunk) - len(chunk.lstrip()), end - len(chunk) + len(chunk.rstrip())
+
+
+def token_groups(offsets: list[tuple[int, int]], text: str, char_spans: list[tuple[int, int]]) -> list[Group]:
+    """Assign tokens (by character offsets into ``text``) to the character spans they fall in."""
+    groups = []
+    for lo, hi in char_spans:
+        members = []
+        for position, (start, end) in enumerate(offsets):
+            while start < end and text[start].isspace():
+                start += 1
+            if start < end and start < hi and end > lo:
+                members.append(position)
+        if members:
+            groups.append(Group(lo, hi, tuple(members)))
+    return groups
