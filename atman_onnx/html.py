@@ -103,16 +103,20 @@ def render_html(explanation: Explanation) -> str:
     scale = float(np.abs(total).max()) if total.size else 0.0
     scale = scale or 1.0
     spans, marked = [], False
+    ends = [u.end for u in explanation.units if u.segment == "prompt"]
+    tail = escape(explanation.prompt[max(ends, default=0) :].rstrip("\n")).replace(NL, MARK)
     for i, (unit, (gap, text)) in enumerate(zip(explanation.units, _pieces(explanation))):
         target = unit.segment == "target"
         if target and not marked:
-            spans.append('<span class="sep" title="the target tokens fed to the model start here">\u25b8</span>')
+            spans.append(tail + '<span class="sep" title="the target tokens fed to the model start here">\u25b8</span>')
             marked = True
         a = total[i] / scale
         style = f"background: {_colour(a)}; color: {'#fff' if abs(a) > 0.6 else '#000'}"
         title = escape(f"{_show(text)} \u00b7 {total[i]:+.4f}")
         spans.append(f'{escape(gap)}<span class="unit{" target" if target else ""}" data-index="{i}" '
                      f'style="{style}" title="{title}">{escape(text).replace(NL, MARK)}</span>')
+    if not marked:
+        spans.append(tail)
     buttons = ['<button data-t="-1" class="active">all tokens</button>'] + [
         f'<button data-t="{t}" title="target token #{t}">{escape(_show(tok))}</button>'
         for t, tok in enumerate(explanation.target_tokens)
