@@ -58,7 +58,9 @@ def _explain(args: argparse.Namespace) -> None:
     for path in outputs:
         if not path.parent.is_dir():
             raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-    explainer = Explainer.load(args.dir, provider=args.provider, threads=args.threads)
+    explainer = Explainer.load(
+        args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb
+    )
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     bar = _progress(args.quiet)
     task = None
@@ -124,7 +126,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--html", help="write a self-contained HTML report to this file")
     ex.add_argument("--factor", type=float, default=0.1, help="suppression factor (default 0.1)")
     ex.add_argument("--conceptual", type=float, help="cosine threshold for conceptual suppression, e.g. 0.7")
-    ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: fit a 1 GiB budget)")
+    ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: from the memory budget)")
+    ex.add_argument("--memory-budget-mb", type=float, default=1024,
+                    help="activation memory one graph call may use when choosing the batch size (default 1024)")
     ex.add_argument("--schedule", choices=["prefix", "naive"], default="prefix",
                     help="prefix: reuse the unperturbed prefix's keys and values (default); naive: full passes")
     ex.add_argument("--max-new-tokens", type=int, default=32, help="length limit when generating the target")

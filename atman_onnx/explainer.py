@@ -60,10 +60,18 @@ class Explainer:
         self.memory_budget_mb = memory_budget_mb
 
     @classmethod
-    def load(cls, folder: str | Path, provider: str | None = None, threads: int | None = None) -> Explainer:
-        """Open an exported folder; ``provider`` is 'cuda' or 'cpu' (default: the best that loads)."""
+    def load(
+        cls, folder: str | Path, provider: str | None = None, threads: int | None = None,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    ) -> Explainer:
+        """Open an exported folder; ``provider`` is 'cuda' or 'cpu' (default: the best that loads).
+
+        ``memory_budget_mb`` bounds one graph call's activations when the batch size is chosen automatically.
+        """
+        if memory_budget_mb <= 0:
+            raise InputError(f"memory budget must be positive, got {memory_budget_mb}")
         graph = Graph(folder, provider=provider, threads=threads)
-        return cls(graph, TextCodec(folder, graph.manifest.special_tokens))
+        return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb)
 
     @property
     def provider_note(self) -> str:

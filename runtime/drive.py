@@ -33,7 +33,7 @@ class Work:
 
 def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float) -> int:
     """Rows per call: as many as keep one call's activations within ``budget_mb`` (an upper-bound estimate), and
-    at most an eighth of the sequence, since a prefix-schedule batch recomputes from its earliest row's start
+    at most a sixteenth of the sequence, since a prefix-schedule batch recomputes from its earliest row's start
     (about ``batch / n_fed`` extra work)."""
     per_row = 4 * (
         2 * dims["num_layers"] * n_fed * dims["kv_heads"] * dims["head_dim"]  # keys and values of every layer
@@ -41,7 +41,7 @@ def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_
         + n_fed * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
     )
-    return max(1, min(int(budget_mb * 2**20 // per_row), -(-n_fed // 8)))
+    return max(1, min(int(budget_mb * 2**20 // per_row), -(-n_fed // 16)))
 
 
 def first_changed(factors: np.ndarray) -> np.ndarray:
