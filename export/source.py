@@ -61,6 +61,8 @@ def resolve(model: str, gguf_file: str | None = None) -> str:
     if model.startswith(BUNDLED_PREFIX):
         gguf = bundled_gguf(model[len(BUNDLED_PREFIX) :])
         return str(convert_gguf(gguf.parent, gguf.name, cache_dir() / gguf.stem))
+    if model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise AtmanError(f"model folder not found: {model}")
     if gguf_file:
         folder = Path(model)
         if not folder.is_dir():

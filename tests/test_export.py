@@ -88,6 +88,13 @@ def test_unsupported_architecture_fails_in_one_line(tmp_path, capsys, tiny_token
     assert not (tmp_path / "out" / "atman.json").exists()
 
 
+def test_missing_model_folder_fails_in_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"atman-onnx: error: model folder not found: {tmp_path / 'missing'}"
+    assert main(["export", "bundled:nope", str(tmp_path / "out")]) == 2
+    assert "unknown bundled model 'nope'; bundled: smollm2" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_smollm2_exports_and_validates(mode, smollm2_export):
