@@ -19,6 +19,7 @@ from atman_onnx.runtime.session import Graph
 
 SCHEDULES = ("prefix", "naive")
 DEFAULT_MEMORY_BUDGET_MB = 1024
+WASTE = 0.1  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
 
 
 @dataclass
@@ -32,16 +33,14 @@ class Work:
 
 
 def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float) -> int:
-    """Rows per call: as many as keep one call's activations within ``budget_mb`` (an upper-bound estimate), and
-    at most a sixteenth of the sequence, since a prefix-schedule batch recomputes from its earliest row's start
-    (about ``batch / n_fed`` extra work)."""
+    """Rows per call that keep one call's activations within ``budget_mb`` (an upper-bound estimate)."""
     per_row = 4 * (
         2 * dims["num_layers"] * n_fed * dims["kv_heads"] * dims["head_dim"]  # keys and values of every layer
         + 3 * dims["num_heads"] * n_fed * n_fed  # scores, masked scores and weights of one layer
         + n_fed * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
     )
-    return max(1, min(int(budget_mb * 2**20 // per_row), -(-n_fed // 16)))
+    return max(1, int(budget_mb * 2**20 // per_row))
 
 
 def first_changed(factors: np.ndarray) -> np.ndarray:
@@ -50,15 +49,25 @@ def first_changed(factors: np.ndarray) -> np.ndarray:
     return np.where(changed.any(axis=1), changed.argmax(axis=1), factors.shape[1])
 
 
-def plan_batches(starts: np.ndarray, batch_size: int, schedule: str) -> list[tuple[np.ndarray, int]]:
-    """(rows, first fed position) per call: rows sorted by start so that each batch shares its prefix."""
+def plan_batches(
+    starts: np.ndarray, batch_size: int, schedule: str, n_fed: int, waste: float = WASTE
+) -> list[tuple[np.ndarray, int]]:
+    """(rows, first fed position) per call. Prefix schedule: rows sorted by start; a batch feeds from its first
+    row's start, so a row joins only while its own start lies within ``waste`` of the batch's suffix length
+    (bounding recomputed positions to about ``waste / 2`` of the useful work)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
     order = np.argsort(starts, kind="stable")
-    batches = []
-    for k in range(0, len(order), batch_size):
-        rows = order[k : k + batch_size]
-        batches.append((rows, int(starts[rows[0]]) if schedule == "prefix" else 0))
+    if schedule == "naive":
+        return [(order[k : k + batch_size], 0) for k in range(0, len(order), batch_size)]
+    batches, k = [], 0
+    while k < len(order):
+        first = int(starts[order[k]])
+        end = k + 1
+        while end < len(order) and end - k < batch_size and starts[order[end]] - first <= waste * (n_fed - first):
+            end += 1
+        batches.append((order[k:end], first))
+        k = end
     return batches
 
 
@@ -85,7 +94,7 @@ def label_logprobs(
     targets = np.asarray(labels, dtype=np.int64)
     out = np.tile(base_logprobs.astype(np.float32), (len(factors), 1))
     work = work if work is not None else Work()
-    for rows, start in plan_batches(first_changed(factors), batch_size, schedule):
+    for rows, start in plan_batches(first_changed(factors), batch_size, schedule, len(ids)):
         scored = np.flatnonzero(positions >= start)
         if len(scored):
             n = len(rows)

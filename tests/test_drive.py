@@ -17,16 +17,27 @@ def test_first_changed_and_batches_share_prefixes():
     factors[3, [2, 5]] = 0.5
     starts = first_changed(factors)
     assert starts.tolist() == [4, 1, 3, 2]
-    batches = plan_batches(starts, 2, "prefix")
+    batches = plan_batches(starts, 2, "prefix", 6, waste=0.5)
     assert [(rows.tolist(), start) for rows, start in batches] == [([1, 3], 1), ([2, 0], 3)]
-    assert [start for _, start in plan_batches(starts, 2, "naive")] == [0, 0]
+    # a row whose start lies beyond the waste window of the batch's suffix opens a new batch
+    assert [rows.tolist() for rows, _ in plan_batches(starts, 4, "prefix", 6, waste=0.2)] == [[1, 3], [2], [0]]
+    assert [start for _, start in plan_batches(starts, 2, "naive", 6)] == [0, 0]
 
 
-def test_batch_size_follows_budget_and_caps_prefix_waste():
-    small = batch_size_for(DIMS, 576, 49152, 263, 8, budget_mb=16)
+def test_prefix_batches_bound_recomputed_work():
+    n = 263
+    starts = np.arange(n)
+    batches = plan_batches(starts, 64, "prefix", n)
+    useful = sum(n - s for s in starts)
+    computed = sum(len(rows) * (n - start) for rows, start in batches)
+    assert sorted(np.concatenate([rows for rows, _ in batches]).tolist()) == list(range(n))
+    assert useful <= computed <= 1.06 * useful
+
+
+def test_batch_size_follows_budget():
+    small = batch_size_for(DIMS, 576, 49152, 263, 8, budget_mb=64)
     large = batch_size_for(DIMS, 576, 49152, 263, 8, budget_mb=1024)
-    assert 1 <= small < large
-    assert large == 17  # capped at 1/16 of the sequence: a batch recomputes from its earliest row
+    assert 1 <= small < large <= 1024 / 20  # over 20 MB of activations per 263-token row
     assert batch_size_for(DIMS, 576, 49152, 263, 8, budget_mb=0.001) == 1
 
 
