@@ -153,8 +153,9 @@ class Explainer:
         content = None if include_template else prompt.content
         n_prompt = len(prompt.ids)
         segments = [("prompt", prompt.text, range(n_prompt), content)]
-        if with_target:
-            segments.append(("target", target, range(n_prompt, len(tokens)), None))
+        if with_target:  # only the fed part of the target (all but its last token) can be suppressed
+            fed_target = target[: tokens[-1].end] if len(tokens) > n_prompt else ""
+            segments.append(("target", fed_target, range(n_prompt, len(tokens)), None))
         units = []
         for segment, text, positions, within in segments:
             if granularity == "token" or (granularity == "spans" and segment == "target"):

@@ -100,7 +100,9 @@ def test_smollm2_groups_map_back_to_text(granularity, smollm2_export):
     text = "Ilse Brandt sailed the Meridian. She taught Nora the southern stars!\n\nNora kept the lighthouse."
     explanation = Explainer.load(folder, provider="cpu").explain(text, " Nora", granularity=granularity)
     assert codec.decode(explanation.prompt_ids) == text
+    assert [u.text for u in explanation.units if u.segment == "target"] == ["Nor"]  # fed: " Nor", not "a"
     for unit in explanation.units:
-        assert text[unit.start : unit.end] == unit.text
+        source = text if unit.segment == "prompt" else explanation.target
+        assert source[unit.start : unit.end] == unit.text
         covered = "".join(explanation.tokens[p].text for p in unit.positions)
         assert covered.strip() == unit.text
