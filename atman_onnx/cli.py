@@ -25,9 +25,16 @@ def _export(args: argparse.Namespace) -> None:
         from atman_onnx.export.exporter import export
     except ImportError as exc:
         raise AtmanError(f"export needs the export extra (`pip install atman-onnx[export]`): {exc}") from None
-    manifest = export(args.model, args.out_dir, mode=args.mode, gguf_file=args.gguf_file, opset=args.opset)
+    manifest = export(
+        args.model, args.out_dir, mode=args.mode, gguf_file=args.gguf_file, opset=args.opset,
+        dtype=args.dtype, quantize=args.quantize,
+    )
     figures = ", ".join(f"{k} {v:.1e}" for k, v in manifest.validation["max_abs_diff"].items())
-    print(f"exported {manifest.architecture} ({manifest.mode}) to {args.out_dir}; validated against PyTorch: {figures}")
+    precision = "" if manifest.precision == "fp32" else f", {manifest.precision}"
+    print(
+        f"exported {manifest.architecture} ({manifest.mode}{precision}) to {args.out_dir}; "
+        f"validated against PyTorch{' float32' if precision else ''}: {figures}"
+    )
 
 
 def _parse_span(text: str) -> tuple[int, int]:
@@ -108,6 +115,10 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--mode", choices=["log_additive", "multiplicative"], default="log_additive")
     exp.add_argument("--gguf-file", help="GGUF file inside the MODEL folder to de-quantise and export")
     exp.add_argument("--opset", type=int, default=18)
+    exp.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
+                     help="fp16: float16 weights and matmuls; attention scores, softmax and log-probs stay float32")
+    exp.add_argument("--quantize", choices=["int8", "int8-dynamic"],
+                     help="int8: weight-only int8 linear layers (MatMulNBits); int8-dynamic: quantize_dynamic")
     exp.set_defaults(run=_export)
 
     ex = commands.add_parser("explain", help="explain a completion with an exported graph")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
 from atman_onnx.export.validate import validate
 from atman_onnx.models.graph import AtmanGraph, patch
@@ -97,10 +98,17 @@ def export(
     mode: str = "log_additive",
     gguf_file: str | None = None,
     opset: int = DEFAULT_OPSET,
+    dtype: str = "fp32",
+    quantize: str | None = None,
 ) -> Manifest:
-    """Export ``model`` (hub id, local folder or ``bundled:smollm2``) into ``out_dir``; returns the manifest."""
+    """Export ``model`` (hub id, local folder or ``bundled:smollm2``) into ``out_dir``; returns the manifest.
+
+    ``dtype="fp16"`` or ``quantize="int8"`` (or ``"int8-dynamic"``) write a lighter graph: the float32 graph is
+    traced and validated first, then converted (``atman_onnx.export.precision``) and validated again against the
+    float32 PyTorch model, with looser, recorded tolerances."""
     if mode not in MODES:
         raise AtmanError(f"unknown mode {mode!r}; supported: {', '.join(MODES)}")
+    precision = lighter.precision_name(dtype, quantize)
     out = Path(out_dir)
     lm, tokenizer = source.load(model, gguf_file)
     config = lm.config
@@ -114,8 +122,20 @@ def export(
         for name in TOKENIZER_FILES:
             if (Path(tmp) / name).is_file():
                 shutil.copy(Path(tmp) / name, out / name)
-    _trace(graph_module, out / GRAPH_FILE, opset, external_data=big)
-    validation = validate(graph_module, out / GRAPH_FILE)
+    if precision == "fp32":
+        _trace(graph_module, out / GRAPH_FILE, opset, external_data=big)
+        validation = validate(graph_module, out / GRAPH_FILE)
+    else:
+        with tempfile.TemporaryDirectory(dir=out, prefix=".fp32-") as tmp:
+            fp32_graph = Path(tmp) / GRAPH_FILE
+            _trace(graph_module, fp32_graph, opset, external_data=big)
+            float32_figures = validate(graph_module, fp32_graph)
+            conversion = lighter.convert(fp32_graph, out / GRAPH_FILE, precision, external_data=big)
+        validation = {
+            **lighter.validate_lighter(graph_module, out / GRAPH_FILE, precision),
+            "conversion": conversion,
+            "float32_graph": float32_figures,
+        }
     inputs, outputs = contract_io(graph_module.dims["num_layers"])
     manifest = Manifest(
         contract_version=CONTRACT_VERSION,
@@ -132,6 +152,7 @@ def export(
         special_tokens=_special_tokens(tokenizer, lm),
         versions={**_versions(), "opset": str(opset)},
         validation=validation,
+        precision=precision,
     )
     manifest.write(out)
     return manifest

@@ -11,7 +11,7 @@ from atman_onnx.models.graph import AtmanGraph
 from atman_onnx.runtime.contract import INPUTS, graph_outputs, past_names
 from atman_onnx.runtime.errors import AtmanError
 
-# keys/values are raw activations (|x| up to ~20 in SmolLM2): their float32 noise is larger in absolute terms;
+# keys/values are raw activations, on a larger scale than log-probs, so their float32 noise is larger in absolute terms;
 # what they feed is checked through label_logprobs in the cached-prefix case.
 TOLERANCE = {"label_logprobs": 1e-4, "inputs_embeds": 1e-5, "present": 1e-3}
 

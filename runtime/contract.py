@@ -73,6 +73,7 @@ class Manifest:
     special_tokens: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # of the graph's weights and matmuls: fp32, fp16, int8 (inputs/outputs are float32 always)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -121,3 +121,22 @@ def smollm2_torch():
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_light_export(tmp_path_factory, tiny_model_dir):
+    """Factory: (arch, precision) -> a tiny model exported (log_additive) at 'fp16', 'int8' or 'int8-dynamic', once
+    per session."""
+    from atman_onnx.export.exporter import export
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str, precision: str) -> Path:
+        if (arch, precision) not in made:
+            out = tmp_path_factory.mktemp(f"onnx-{arch}-{precision}")
+            dtype, quantize = ("fp16", None) if precision == "fp16" else ("fp32", precision)
+            export(str(tiny_model_dir(arch)), out, mode="log_additive", dtype=dtype, quantize=quantize)
+            made[arch, precision] = out
+        return made[arch, precision]
+
+    return make

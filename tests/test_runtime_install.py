@@ -1,0 +1,69 @@
+"""The base install (``pip install atman-onnx``, no extras) explains from an exported folder, with no PyTorch.
+
+Builds a fresh virtualenv in a temporary folder, installs the package from a copy of this checkout (only what the
+wheel needs, so no build files land in the working tree; pip's cache is used as usual), checks that none of the
+export-time packages came along, and runs that environment's ``atman-onnx explain`` on a tiny exported model.
+Needs network access to the package index (or a warm pip cache); about 1-2 minutes, most of it onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORT_ONLY = {"torch", "transformers", "onnx", "onnxscript", "accelerate", "gguf"}
+PROMPT = "The dog met the fox in the garden. The capital of France is"
+TARGET = " Paris is the capital"
+
+
+def package_source(dest: Path) -> Path:
+    """Copy what building the wheel reads: pyproject.toml, the readme and the package folders it maps."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dest.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", dest)
+    shutil.copy(ROOT / meta["project"]["readme"], dest)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in sorted(set(meta["tool"]["setuptools"]["package-dir"].values())):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
+    return dest
+
+
+def run(command: list, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, **kwargs)
+    assert done.returncode == 0, f"{' '.join(map(str, command))} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def test_base_install_explains_without_torch(tiny_export, tmp_path):
+    folder = tiny_export("llama", "log_additive")
+    source = package_source(tmp_path / "src")
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv])
+    python, cli = venv / "bin" / "python", venv / "bin" / "atman-onnx"
+    run([python, "-m", "pip", "install", "--quiet", "--no-compile", source], timeout=900)
+
+    installed = {p["name"].lower() for p in json.loads(run([python, "-m", "pip", "list", "--format=json"]).stdout)}
+    assert "atman-onnx" in installed and installed & {"onnxruntime", "onnxruntime-gpu"}
+    assert not installed & EXPORT_ONLY, f"the base install pulled in {sorted(installed & EXPORT_ONLY)}"
+
+    out = tmp_path / "explanation.json"
+    done = run([cli, "explain", folder, "--prompt", PROMPT, "--target", TARGET, "--provider", "cpu",
+                "--json", out], cwd=tmp_path, timeout=300)
+    assert "provider: cpu" in done.stderr
+    got = json.loads(out.read_text())
+    assert got["target"] == TARGET and len(got["relevance_total"]) == len(got["tokens"])
+
+    from atman_onnx import Explainer
+
+    want = Explainer.load(folder, provider="cpu").explain(PROMPT, TARGET)
+    assert got["prompt_ids"] == want.prompt_ids and got["target_ids"] == want.target_ids
+    assert np.abs(np.array(got["relevance"]) - want.relevance).max() < 1e-5
