@@ -9,7 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB
 from atman_onnx.runtime.errors import AtmanError, InputError
+from atman_onnx.runtime.plan import DEFAULT_FACTOR
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -135,11 +137,13 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--contrast", help="explain the target rather than this alternative completion")
     ex.add_argument("--json", help="write the explanation as JSON to this file")
     ex.add_argument("--html", help="write a self-contained HTML report to this file")
-    ex.add_argument("--factor", type=float, default=0.1, help="suppression factor (default 0.1)")
+    ex.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
+                    help=f"suppression factor (default {DEFAULT_FACTOR:g})")
     ex.add_argument("--conceptual", type=float, help="cosine threshold for conceptual suppression, e.g. 0.7")
     ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: from the memory budget)")
-    ex.add_argument("--memory-budget-mb", type=float, default=1024,
-                    help="activation memory one graph call may use when choosing the batch size (default 1024)")
+    ex.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB,
+                    help="activation memory one graph call may use when choosing the batch size "
+                    f"(default {DEFAULT_MEMORY_BUDGET_MB})")
     ex.add_argument("--schedule", choices=["prefix", "naive"], default="prefix",
                     help="prefix: reuse the unperturbed prefix's keys and values (default); naive: full passes")
     ex.add_argument("--max-new-tokens", type=int, default=32, help="length limit when generating the target")

@@ -14,7 +14,7 @@ from atman_onnx.explanation import Explanation, Token, Unit
 from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES, Work, batch_size_for, label_logprobs
 from atman_onnx.runtime.errors import InputError
 from atman_onnx.runtime.groups import GRANULARITIES, text_spans, token_groups
-from atman_onnx.runtime.plan import check_units, plan_factors
+from atman_onnx.runtime.plan import DEFAULT_FACTOR, check_units, plan_factors
 from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.text import TextCodec
@@ -203,7 +203,7 @@ class Explainer:
         prompt: Prompt,
         target: str | None = None,
         *,
-        factor: float = 0.1,
+        factor: float = DEFAULT_FACTOR,
         conceptual: float | None = None,
         granularity: str = "token",
         spans: list[tuple[int, int]] | None = None,
@@ -217,7 +217,8 @@ class Explainer:
     ) -> Explanation:
         """Explain ``target`` (or the greedy completion, when None) given ``prompt`` (text or chat messages).
 
-        factor: suppression factor s (0.1; below 1 suppresses, above 1 amplifies).
+        factor: suppression factor s (default 0.0, which in log_additive mode takes the unit out of attention;
+            below 1 suppresses, above 1 amplifies).
         conceptual: cosine threshold kappa for conceptual suppression (None: off; 0.7 is a fair choice).
         granularity: "token", "word", "sentence", "paragraph", or "spans" (character ``spans`` or a
             ``delimiter``); each unit is suppressed in one pass and gets one row of relevance.

@@ -19,7 +19,7 @@ from atman_onnx.runtime.session import Graph
 
 SCHEDULES = ("prefix", "naive")
 DEFAULT_MEMORY_BUDGET_MB = 1024
-WASTE = 0.1  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
+WASTE = 0.05  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
 
 
 @dataclass

@@ -11,6 +11,10 @@ import numpy as np
 
 from atman_onnx.runtime.errors import InputError
 
+# Chosen from the evaluation (README, Quality): in log_additive mode 0 takes the key out of attention, which ranked
+# the evidence best at token units and matches the paper's multiplicative mode at 0.1.
+DEFAULT_FACTOR = 0.0
+
 
 def check_units(units: list[list[int]], n_fed: int) -> list[list[int]]:
     """Validate units (non-empty lists of positions inside the fed sequence)."""

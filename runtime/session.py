@@ -24,6 +24,8 @@ log = logging.getLogger("atman_onnx")
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 DEVICE_TYPE = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
+# AtMan measures small differences of log-probs: float32 matmuls stay float32 on the GPU (no TF32 tensor cores).
+PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 
 
 def _preload_cuda_libraries() -> None:
@@ -40,7 +42,8 @@ def _create(path: Path, providers: list[str], threads: int | None) -> ort.Infere
         options.intra_op_num_threads = threads
     ort.set_default_logger_severity(4)  # hold back the provider-bridge error; we report the fallback ourselves
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        with_options = [(name, PROVIDER_OPTIONS.get(name, {})) for name in providers]
+        return ort.InferenceSession(str(path), options, providers=with_options)
     finally:
         ort.set_default_logger_severity(2)
 

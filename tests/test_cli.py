@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer, Explanation
+from atman_onnx.runtime.plan import DEFAULT_FACTOR
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -30,7 +31,7 @@ def test_explain_writes_documented_json(tiny_export, tmp_path):
     n_fed = len(data["prompt_ids"]) + len(data["target_ids"]) - 1
     assert len(data["tokens"]) == len(data["relevance"]) == n_fed
     assert all(len(row) == len(data["target_ids"]) for row in data["relevance"])
-    assert data["mode"] == "log_additive" and data["suppression_factor"] == 0.1
+    assert data["mode"] == "log_additive" and data["suppression_factor"] == DEFAULT_FACTOR
     for token in data["tokens"]:
         if token["segment"] == "prompt" and token["end"] > token["start"]:
             assert data["prompt"][token["start"] : token["end"]].strip() == token["text"].strip()

@@ -8,7 +8,6 @@ at most 0.0095 (Spearman correlation of the totals >= 0.999), fp16 by at most 0.
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from atman_onnx import Explainer
@@ -117,17 +116,3 @@ def test_old_manifest_without_precision_loads_as_fp32(tiny_export, tmp_path):
     (folder / MANIFEST_FILE).write_text(json.dumps(data))
     assert load_manifest(folder).precision == "fp32"
 
-
-@pytest.mark.gpu
-def test_fp16_on_cuda(tiny_light_export):
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDA provider")
-    from atman_onnx.runtime.errors import ProviderError
-
-    folder = tiny_light_export("llama", "fp16")
-    try:
-        gpu = Explainer.load(folder, provider="cuda").explain(PROMPT, TARGET).relevance
-    except ProviderError as exc:
-        pytest.skip(f"no usable CUDA device: {exc}")
-    cpu = explain(folder).relevance
-    assert np.abs(gpu - cpu).max() < 1e-2

@@ -51,7 +51,8 @@ def test_group_parity(mode, tiny_export, tiny_model_dir):
         result = explainer.explain(PROMPT, TARGET, granularity=granularity, conceptual=0.3, **kwargs)
         want = reference_relevance(
             AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2")), mode, result.prompt_ids,
-            result.target_ids, factor=0.1, conceptual=0.3, groups=[list(u.positions) for u in result.units],
+            result.target_ids, factor=result.suppression_factor, conceptual=0.3,
+            groups=[list(u.positions) for u in result.units],
         )
         assert np.abs(result.relevance - want).max() < 1e-5
         assert np.abs(want).max() > 1e-3

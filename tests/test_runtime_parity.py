@@ -7,6 +7,7 @@ import pytest
 
 from atman_onnx import Explainer
 from atman_onnx.models.reference import reference_relevance
+from atman_onnx.runtime.plan import DEFAULT_FACTOR
 from conftest import ARCHS, MODES
 
 TINY_PROMPT = "The dog met the dog and the fox in the garden. The capital of France is"
@@ -27,17 +28,18 @@ def assert_parity(got: np.ndarray, want: np.ndarray, atol: float = 1e-4) -> None
     assert set(got_top) == set(want_top)
 
 
+@pytest.mark.parametrize("factor", [0.0, 0.1])
 @pytest.mark.parametrize("conceptual", [None, 0.2])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_tiny_parity(arch, mode, conceptual, tiny_export, tiny_model_dir):
+def test_tiny_parity(arch, mode, conceptual, factor, tiny_export, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     explainer = Explainer.load(tiny_export(arch, mode), provider="cpu")
-    result = explainer.explain(TINY_PROMPT, TINY_TARGET, factor=0.1, conceptual=conceptual, batch_size=7)
+    result = explainer.explain(TINY_PROMPT, TINY_TARGET, factor=factor, conceptual=conceptual, batch_size=7)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch))
     want = reference_relevance(
-        model, mode, result.prompt_ids, result.target_ids, factor=0.1, conceptual=conceptual
+        model, mode, result.prompt_ids, result.target_ids, factor=factor, conceptual=conceptual
     )
     assert_parity(result.relevance, want, atol=1e-5)
     # without conceptual suppression, positions after a target token's prediction cannot influence it
@@ -75,13 +77,13 @@ def test_prefix_schedule_matches_naive(arch, conceptual, tiny_export):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("conceptual", [None, 0.7])
+@pytest.mark.parametrize(("factor", "conceptual"), [(DEFAULT_FACTOR, None), (0.1, 0.7)])
 @pytest.mark.parametrize("mode", MODES)
-def test_smollm2_parity(mode, conceptual, smollm2_export, smollm2_torch):
+def test_smollm2_parity(mode, factor, conceptual, smollm2_export, smollm2_torch):
     explainer = Explainer.load(smollm2_export(mode), provider="cpu")
     for prompt, target in SMOL_CASES:
-        result = explainer.explain(prompt, target, factor=0.1, conceptual=conceptual)
+        result = explainer.explain(prompt, target, factor=factor, conceptual=conceptual)
         want = reference_relevance(
-            smollm2_torch, mode, result.prompt_ids, result.target_ids, factor=0.1, conceptual=conceptual
+            smollm2_torch, mode, result.prompt_ids, result.target_ids, factor=factor, conceptual=conceptual
         )
         assert_parity(result.relevance, want)

@@ -7,8 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
-import pytest
 
 SCRIPT = """
 import json, sys
@@ -44,19 +42,3 @@ def test_io_binding_matches_plain_run(tiny_export):
     assert np.array_equal(bound["label_logprobs"], plain[0])
     assert np.array_equal(bound["inputs_embeds"], plain[2])
 
-
-@pytest.mark.gpu
-def test_cuda_parity(tiny_export):
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("this onnxruntime has no CUDA provider")
-    from atman_onnx import Explainer
-    from atman_onnx.runtime.errors import ProviderError
-
-    try:
-        gpu = Explainer.load(tiny_export("llama", "log_additive"), provider="cuda")
-    except ProviderError as exc:
-        pytest.skip(f"no usable CUDA device: {exc}")
-    cpu = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
-    a = gpu.explain("The dog met the fox", " in the garden").relevance
-    b = cpu.explain("The dog met the fox", " in the garden").relevance
-    assert np.abs(a - b).max() < 1e-4

@@ -1,11 +1,11 @@
 """Agreement of lighter graphs with float32: do fp16 / int8 exports explain the same way, and what do they save?
 
-Usage: python tools/agreement.py DIR_FP32 DIR_INT8 [DIR_FP16 ...] [--repeats 3] [--threads N] [--json OUT]
+Usage: python tools/agreement.py DIR_FP32 DIR_INT8 [DIR_FP16 ...] [--factor S] [--repeats 3] [--threads N] [--json OUT]
 
 The first folder is the float32 reference. Every folder explains the same real prompts with fixed targets (CASES),
-on CPU, each run in a fresh process so that its peak RSS (``ru_maxrss``) belongs to that graph alone; runs alternate
-between the folders, ``--repeats`` times, so that a change in machine load hits them all. Against the reference it
-reports, per prompt and then over all prompts:
+at suppression factor ``--factor`` (default: the runtime's), on CPU, each run in a fresh process so that its peak
+RSS (``ru_maxrss``) belongs to that graph alone; runs alternate between the folders, ``--repeats`` times, so that a
+change in machine load hits them all. Against the reference it reports, per prompt and then over all prompts:
 - Spearman rank correlation of the relevance totals (one per fed position: the prompt, then the target without its
   last token), with average ranks for ties (numpy only);
 - top-5 overlap: how many of the reference's five most relevant positions are among the graph's five;
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from atman_onnx.runtime.plan import DEFAULT_FACTOR
 
 CASES = [
     ("The capital of France is", " Paris, and the capital of Germany is Berlin."),
@@ -71,17 +73,17 @@ def graph_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("model.onnx"))
 
 
-def worker(folder: str, threads: int | None) -> dict:
+def worker(folder: str, threads: int | None, factor: float) -> dict:
     from atman_onnx import Explainer
 
     started = time.perf_counter()
     explainer = Explainer.load(folder, provider="cpu", threads=threads)
     loaded = time.perf_counter() - started
-    explainer.explain(*CASES[0])  # warm-up, not measured
+    explainer.explain(*CASES[0], factor=factor)  # warm-up, not measured
     results, times = [], []
     for prompt, target in CASES:
         t = time.perf_counter()
-        explanation = explainer.explain(prompt, target)
+        explanation = explainer.explain(prompt, target, factor=factor)
         times.append(time.perf_counter() - t)
         results.append({"relevance": explanation.relevance.tolist(), "fed": len(explanation.tokens)})
     return {
@@ -93,8 +95,8 @@ def worker(folder: str, threads: int | None) -> dict:
     }
 
 
-def run_worker(folder: str, threads: int | None) -> dict:
-    command = [sys.executable, __file__, folder, "--worker"]
+def run_worker(folder: str, threads: int | None, factor: float) -> dict:
+    command = [sys.executable, __file__, folder, "--worker", "--factor", str(factor)]
     if threads:
         command += ["--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -149,20 +151,22 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="exported folders; the first is the float32 reference")
+    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
+                        help=f"suppression factor (default {DEFAULT_FACTOR:g}, the runtime's)")
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process runs per folder (default 3)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
     parser.add_argument("--json", help="write every figure, per prompt included, to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.dirs[0], args.threads)))
+        print(json.dumps(worker(args.dirs[0], args.threads, args.factor)))
         return
     if len(args.dirs) < 2:
         parser.error("give the float32 folder and at least one folder to compare with it")
     runs: dict[str, list[dict]] = {d: [] for d in args.dirs}
     for repeat in range(args.repeats):
         for folder in args.dirs:
-            runs[folder].append(run_worker(folder, args.threads))
+            runs[folder].append(run_worker(folder, args.threads, args.factor))
             print(f"run {repeat + 1}/{args.repeats}: {folder} done", file=sys.stderr)
     reference = runs[args.dirs[0]][0]
     ref_bytes = graph_bytes(Path(args.dirs[0]))
@@ -183,7 +187,7 @@ def main() -> None:
         })
     print(table(rows))
     if args.json:
-        report = {"cases": CASES, "repeats": args.repeats, "threads": args.threads, "rows": rows}
+        report = {"cases": CASES, "factor": args.factor, "repeats": args.repeats, "threads": args.threads, "rows": rows}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
 

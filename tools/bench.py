@@ -6,7 +6,8 @@ that peak RSS belongs to that schedule alone:
 - naive: the whole explanation with one full-length pass per explained position, batched;
 - prefix (the default): passes that feed only positions >= the suppressed one, on the cached unperturbed prefix.
 It reports median seconds, peak RSS, token positions computed, and seconds per computed position relative to the
-plain forward's. Usage: python tools/bench.py DIR [--lengths 64 128 256 512] [--repeats 3] [--json OUT]
+plain forward's. Usage: python tools/bench.py DIR [--lengths 64 128 256 512] [--repeats 3] [--provider cpu|cuda]
+[--json OUT]
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def build_case(explainer, length: int, target_tokens: int) -> tuple[list[int], l
     return ids[:length], target[:target_tokens]
 
 
-def worker(folder: str, schedule: str, length: int, target_tokens: int, repeats: int, batch: int) -> dict:
+def worker(
+    folder: str, schedule: str, length: int, target_tokens: int, repeats: int, batch: int, provider: str
+) -> dict:
     """Time one schedule in this process; returns medians, peak RSS and work."""
     from atman_onnx import Explainer
 
-    explainer = Explainer.load(folder, provider="cpu")
+    explainer = Explainer.load(folder, provider=provider)
     prompt_ids, target_ids = build_case(explainer, length, target_tokens)
     prompt = explainer.codec.decode(prompt_ids)
     target = explainer.codec.decode(target_ids)
@@ -70,7 +73,8 @@ def worker(folder: str, schedule: str, length: int, target_tokens: int, repeats:
 
 def run_worker(args: argparse.Namespace, schedule: str, length: int, batch: int) -> dict:
     command = [sys.executable, __file__, args.dir, "--worker", schedule, "--lengths", str(length),
-               "--target-tokens", str(args.target_tokens), "--repeats", str(args.repeats), "--batch-size", str(batch)]
+               "--target-tokens", str(args.target_tokens), "--repeats", str(args.repeats), "--batch-size", str(batch),
+               "--provider", args.provider]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -82,11 +86,14 @@ def main() -> None:
     parser.add_argument("--target-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, help="default: the explainer's memory-budget choice")
+    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"], help="execution provider (default cpu)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        out = worker(args.dir, args.worker, args.lengths[0], args.target_tokens, args.repeats, args.batch_size)
+        out = worker(
+            args.dir, args.worker, args.lengths[0], args.target_tokens, args.repeats, args.batch_size, args.provider
+        )
         print(json.dumps(out))
         return
     from atman_onnx import Explainer
@@ -113,7 +120,8 @@ def main() -> None:
                   f"{r['rss_vs_plain']:>12.2f}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"model": manifest.source, "mode": manifest.mode, "repeats": args.repeats, "rows": rows},
+            json.dump({"model": manifest.source, "mode": manifest.mode, "provider": args.provider,
+                       "repeats": args.repeats, "rows": rows},
                       handle, indent=2)
 
 

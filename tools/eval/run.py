@@ -1,6 +1,7 @@
 """Does the explanation point at the evidence? Evidence retrieval and faithfulness of AtMan against baselines.
 
-Usage: python tools/eval/run.py DIR_LOG_ADDITIVE DIR_MULTIPLICATIVE [--limit N] [--json OUT] [--units sentence|token]
+Usage: python tools/eval/run.py DIR_LOG_ADDITIVE [DIR_MULTIPLICATIVE] [--limit N] [--json OUT] [--units sentence|token]
+       [--methods NAME ...]
 
 Both folders are exports of the shipped model (``atman-onnx export bundled:smollm2 DIR [--mode multiplicative]``).
 An item of the bundled QA set (tools/eval/qa_set.json, written by make_set.py) is a prompt (one worked example,
@@ -37,6 +38,8 @@ Methods:
   and over the positions that predict the target's tokens, to each prompt token;
 - gradient x input: the gradient of the target's summed log-prob with respect to the input embeddings, times the
   embeddings, summed over the hidden dimension (signed); and its L2 norm over the hidden dimension (unsigned).
+``--methods`` runs only the methods of those names (as the table writes them); the multiplicative folder and the
+PyTorch model are loaded only when a chosen method needs them.
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ def evaluate(item: dict, scores: np.ndarray, units: str, curves: Curves, factor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log_additive", help="export folder, log_additive mode")
-    parser.add_argument("multiplicative", help="export folder, multiplicative mode")
+    parser.add_argument("multiplicative", nargs="?", help="export folder, multiplicative mode")
     parser.add_argument("--set", default=str(DEFAULT_SET), help="the QA set (default: the bundled one)")
     parser.add_argument("--limit", type=int, default=8, help="the first N items (default 8; 0 = all)")
     parser.add_argument("--units", choices=("sentence", "token"), default="sentence")
@@ -235,6 +238,7 @@ def main() -> None:
     parser.add_argument("--conceptual-factor", type=float, default=0.1)
     parser.add_argument("--random-seeds", type=int, default=5)
     parser.add_argument("--deletion-factor", type=float, default=0.0)
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16, help="rows per deletion/insertion graph call")
     args = parser.parse_args()
@@ -247,15 +251,22 @@ def main() -> None:
     if data["format"] == "chat":
         raise SystemExit("this evaluation feeds text prompts; the set was written in the chat format")
     items = data["items"][: args.limit or None]
-    explainers = {
-        "log_additive": Explainer.load(args.log_additive, provider="cpu", threads=args.threads),
-        "multiplicative": Explainer.load(args.multiplicative, provider="cpu", threads=args.threads),
-    }
-    for mode, explainer in explainers.items():
-        if explainer.manifest.mode != mode:
-            raise SystemExit(f"{explainer.graph.folder} holds a {explainer.manifest.mode} export, not {mode}")
-    baselines = TorchBaselines("bundled:smollm2", args.threads)
     methods = method_grid(args.conceptual_mode, args.conceptual_factor, args.random_seeds)
+    if args.methods:
+        unknown = set(args.methods) - {m.name for m in methods}
+        if unknown:
+            raise SystemExit(f"unknown methods {sorted(unknown)}; available: {[m.name for m in methods]}")
+        methods = [m for m in methods if m.name in args.methods]
+    folders = {"log_additive": args.log_additive, "multiplicative": args.multiplicative}
+    explainers = {}
+    for mode in {"log_additive"} | {m.mode for m in methods if m.kind == "atman"}:
+        if folders[mode] is None:
+            raise SystemExit(f"the chosen methods need a {mode} export folder")
+        explainers[mode] = Explainer.load(folders[mode], provider="cpu", threads=args.threads)
+        if explainers[mode].manifest.mode != mode:
+            raise SystemExit(f"{folders[mode]} holds a {explainers[mode].manifest.mode} export, not {mode}")
+    wants_torch = any(m.kind in TORCH_KINDS for m in methods)
+    baselines = TorchBaselines("bundled:smollm2", args.threads) if wants_torch else None
     chance, rows_run = [], 0
     for n, item in enumerate(items):
         spans = unit_spans(explainers["log_additive"], item, args.units)
@@ -265,7 +276,7 @@ def main() -> None:
         first = min(p for s in item["sentence_tokens"] for p in s)
         curves = Curves(explainers["log_additive"].graph, item, first, args.batch_size)
         t = time.perf_counter()
-        torch_scores = baselines.scores(item)
+        torch_scores = baselines.scores(item) if baselines else {}
         torch_seconds = time.perf_counter() - t
         for method in methods:
             t = time.perf_counter()
