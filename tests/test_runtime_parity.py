@@ -19,9 +19,9 @@ SMOL_CASES = [
 ]
 
 
-def assert_parity(got: np.ndarray, want: np.ndarray, atol: float = 1e-4) -> None:
+def assert_parity(got: np.ndarray, want: np.ndarray, atol: float = 1e-4, rtol: float = 0.0) -> None:
     assert got.shape == want.shape
-    assert np.abs(got - want).max() <= atol
+    assert np.all(np.abs(got - want) <= atol + rtol * np.abs(want)), np.abs(got - want).max()
     assert np.abs(want).max() > 10 * atol  # the explanation is not trivially zero
     got_top = np.argsort(-got.sum(1), kind="stable")[:10]
     want_top = np.argsort(-want.sum(1), kind="stable")[:10]
@@ -86,4 +86,6 @@ def test_smollm2_parity(mode, factor, conceptual, smollm2_export, smollm2_torch)
         want = reference_relevance(
             smollm2_torch, mode, result.prompt_ids, result.target_ids, factor=factor, conceptual=conceptual
         )
-        assert_parity(result.relevance, want)
+        # At factor 0 relevance reaches ~16 nats, and float32 through 30 layers then differs by up to ~3e-5 of the
+        # value (measured 4.4e-4 at 15.8, multiplicative mode), hence the relative term.
+        assert_parity(result.relevance, want, rtol=5e-5)
