@@ -96,17 +96,18 @@ def main() -> None:
         )
         print(json.dumps(out))
         return
-    from atman_onnx import Explainer
-    from atman_onnx.runtime.drive import batch_size_for
+    from atman_onnx.runtime.contract import load_manifest
+    from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB, batch_size_for
 
-    manifest = Explainer.load(args.dir, provider="cpu").manifest
+    manifest = load_manifest(args.dir)
     rows = []
     print(f"{'tokens':>6} {'batch':>5} {'schedule':>8} {'median s':>9} {'peak RSS MB':>11} {'positions':>10} "
           f"{'vs naive':>8} {'s/pos vs plain':>14} {'RSS vs plain':>12}")
     for length in args.lengths:
         n_fed = length + args.target_tokens - 1
         batch = args.batch_size or batch_size_for(
-            manifest.dims, manifest.hidden_size, manifest.vocab_size, n_fed, args.target_tokens, 1024
+            manifest.dims, manifest.hidden_size, manifest.vocab_size, n_fed, args.target_tokens,
+            DEFAULT_MEMORY_BUDGET_MB,
         )
         results = {s: run_worker(args, s, length, batch) for s in ("plain", "naive", "prefix")}
         per_position = {s: r["median_s"] / r["positions"] for s, r in results.items()}
