@@ -7,11 +7,13 @@ import contextlib
 import os
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
-from atman_onnx.runtime.drive import DEFAULT_MEMORY_BUDGET_MB
-from atman_onnx.runtime.errors import AtmanError, InputError
-from atman_onnx.runtime.plan import DEFAULT_FACTOR
+from atman_onnx.core.errors import AtmanError, InputError
+from atman_onnx.request import ExplainRequest
+from atman_onnx.runtime.groups import GRANULARITIES
+from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -60,9 +62,18 @@ def _progress(quiet: bool):
     )
 
 
+def _request(args: argparse.Namespace) -> ExplainRequest:
+    """The request the flags describe: every ``ExplainRequest`` field given on the command line, by name."""
+    given = {f.name: getattr(args, f.name) for f in fields(ExplainRequest) if hasattr(args, f.name)}
+    if args.chat:
+        given["prompt"] = [{"role": "user", "content": args.prompt}]
+    return ExplainRequest.from_dict(given)
+
+
 def _explain(args: argparse.Namespace) -> None:
     from atman_onnx.explainer import Explainer
 
+    request = _request(args)  # bad options fail before the model loads
     outputs = [Path(p) for p in (args.json, args.html) if p]
     for path in outputs:
         if not path.parent.is_dir():
@@ -70,7 +81,6 @@ def _explain(args: argparse.Namespace) -> None:
     explainer = Explainer.load(
         args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb
     )
-    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     bar = _progress(args.quiet)
     task = None
 
@@ -81,21 +91,7 @@ def _explain(args: argparse.Namespace) -> None:
         bar.update(task, completed=done)
 
     with bar if bar is not None else contextlib.nullcontext():
-        explanation = explainer.explain(
-            prompt,
-            args.target,
-            factor=args.factor,
-            conceptual=args.conceptual,
-            granularity=args.granularity,
-            spans=args.span,
-            delimiter=args.delimiter,
-            include_template=args.include_template,
-            contrast=args.contrast,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            schedule=args.schedule,
-            on_progress=on_progress if bar is not None else None,
-        )
+        explanation = explainer.run(request, on_progress if bar is not None else None)
     if not args.quiet:
         print(explainer.provider_note, file=sys.stderr)
     print(explanation.to_text(color=sys.stdout.isatty()))
@@ -105,6 +101,22 @@ def _explain(args: argparse.Namespace) -> None:
     if args.html:
         _write_atomically(Path(args.html), explanation.to_html())
         print(f"wrote {args.html}", file=sys.stderr)
+
+
+def _request_options(ex: argparse.ArgumentParser) -> None:
+    """One flag per ``ExplainRequest`` field, its help from the field's description; flags not given are left out,
+    so the request's own defaults apply."""
+    docs = {f.name: f.metadata["doc"] for f in fields(ExplainRequest)}
+    ex.add_argument("--prompt", required=True, help=docs["prompt"].split(", or chat")[0])
+    flags = {
+        "target": {}, "factor": {"type": float}, "conceptual": {"type": float},
+        "granularity": {"choices": GRANULARITIES}, "spans": {"type": _parse_span, "action": "append"},
+        "delimiter": {}, "include_template": {"action": "store_true"}, "contrast": {},
+        "max_new_tokens": {"type": int}, "batch_size": {"type": int}, "schedule": {"choices": SCHEDULES},
+    }
+    for name, kwargs in flags.items():
+        flag = "--span" if name == "spans" else "--" + name.replace("_", "-")
+        ex.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=docs[name].replace("%", "%%"), **kwargs)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -125,28 +137,13 @@ def parser() -> argparse.ArgumentParser:
 
     ex = commands.add_parser("explain", help="explain a completion with an exported graph")
     ex.add_argument("dir", help="folder written by `atman-onnx export`")
-    ex.add_argument("--prompt", required=True)
-    ex.add_argument("--target", help="completion to explain (default: the model's greedy completion)")
+    _request_options(ex)
     ex.add_argument("--chat", action="store_true", help="take the prompt as a user message in the chat template")
-    ex.add_argument("--include-template", action="store_true",
-                    help="with --chat, explain the template's tokens too (default: message contents only)")
-    ex.add_argument("--granularity", default="token", choices=["token", "word", "sentence", "paragraph", "spans"],
-                    help="unit of suppression (spans: give --span START:END ... or --delimiter)")
-    ex.add_argument("--span", type=_parse_span, action="append", help="a character range START:END of the prompt")
-    ex.add_argument("--delimiter", help="split the prompt into spans at this string")
-    ex.add_argument("--contrast", help="explain the target rather than this alternative completion")
     ex.add_argument("--json", help="write the explanation as JSON to this file")
     ex.add_argument("--html", help="write a self-contained HTML report to this file")
-    ex.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
-                    help=f"suppression factor (default {DEFAULT_FACTOR:g})")
-    ex.add_argument("--conceptual", type=float, help="cosine threshold for conceptual suppression, e.g. 0.7")
-    ex.add_argument("--batch-size", type=int, help="perturbations per graph call (default: from the memory budget)")
     ex.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB,
                     help="activation memory one graph call may use when choosing the batch size "
                     f"(default {DEFAULT_MEMORY_BUDGET_MB})")
-    ex.add_argument("--schedule", choices=["prefix", "naive"], default="prefix",
-                    help="prefix: reuse the unperturbed prefix's keys and values (default); naive: full passes")
-    ex.add_argument("--max-new-tokens", type=int, default=32, help="length limit when generating the target")
     ex.add_argument("--provider", help="cpu or cuda (default: the best that loads)")
     ex.add_argument("--threads", type=int, help="intra-op threads for ONNX Runtime")
     ex.add_argument("--quiet", action="store_true", help="no progress bar and no provider line")

@@ -8,32 +8,11 @@ from typing import Any
 
 import numpy as np
 
-JSON_VERSION = 1
+from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.units import Token, Unit, box_from_dict, location_to_dict
 
-
-@dataclass(frozen=True)
-class Token:
-    """One fed token: its text, its character span in ``prompt`` (or ``target``), and which of the two it is in."""
-
-    text: str
-    start: int
-    end: int
-    segment: str  # "prompt" or "target"
-
-
-@dataclass(frozen=True)
-class Unit:
-    """What one row of relevance is about: a token, a word, a sentence or a span, suppressed in one pass.
-
-    ``positions`` are the fed positions it covers; ``start``/``end`` its character span in ``prompt`` (or
-    ``target`` for segment "target").
-    """
-
-    text: str
-    start: int
-    end: int
-    segment: str
-    positions: tuple[int, ...]
+# 2 adds each unit's typed ``location`` (a text span or an image box); version-1 files still load.
+JSON_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +57,10 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["units"] = [
+            {**{k: v for k, v in asdict(u).items() if k != "box"}, "location": location_to_dict(u.location)}
+            for u in self.units
+        ]
         data["relevance"] = self.relevance.astype(float).tolist()
         data["relevance_total"] = self.total.astype(float).tolist()
         return {"format_version": JSON_VERSION, **data}
@@ -87,11 +70,17 @@ class Explanation:
 
     @classmethod
     def from_json(cls, text: str) -> Explanation:
+        """Read a file written by ``to_json`` (``format_version`` 1 or 2)."""
         data = json.loads(text)
-        data.pop("format_version", None)
+        version = data.pop("format_version", 1)
+        if version not in (1, JSON_VERSION):
+            raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
         data.pop("relevance_total", None)
         data["tokens"] = [Token(**t) for t in data["tokens"]]
-        data["units"] = [Unit(**{**u, "positions": tuple(u["positions"])}) for u in data["units"]]
+        data["units"] = [
+            Unit(u["text"], u["start"], u["end"], u["segment"], tuple(u["positions"]), box_from_dict(u.get("location")))
+            for u in data["units"]
+        ]
         data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["units"]), -1)
         return cls(**data)
 

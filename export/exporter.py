@@ -17,7 +17,7 @@ from atman_onnx.export import source
 from atman_onnx.export.validate import validate
 from atman_onnx.models.graph import AtmanGraph, patch
 from atman_onnx.models.registry import family
-from atman_onnx.runtime.contract import (
+from atman_onnx.core.contract import (
     CONTRACT_VERSION,
     GRAPH_FILE,
     INPUTS,
@@ -30,7 +30,7 @@ from atman_onnx.runtime.contract import (
     graph_outputs,
     past_names,
 )
-from atman_onnx.runtime.errors import AtmanError
+from atman_onnx.core.errors import AtmanError
 
 DEFAULT_OPSET = 18
 TWO_GB = 2 * 1024**3

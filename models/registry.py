@@ -6,7 +6,7 @@ architecture is one line here plus a parity test; nothing in its modeling code i
 
 from __future__ import annotations
 
-from atman_onnx.runtime.errors import AtmanError
+from atman_onnx.core.errors import AtmanError
 
 # model_type -> family. The family names the attention layout the parity tests cover.
 SUPPORTED: dict[str, str] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from atman_onnx.runtime.errors import InputError
+from atman_onnx.core.errors import InputError
 
 GRANULARITIES = ("token", "word", "sentence", "paragraph", "spans")
 _PATTERNS = {
@@ -66,14 +66,21 @@ def _strip(text: str, start: int, end: int) -> tuple[int, int]:
     return start + len(chunk) - len(chunk.lstrip()), end - len(chunk) + len(chunk.rstrip())
 
 
+def visible_start(text: str, start: int, end: int) -> int:
+    """Where the visible text of ``text[start:end]`` begins: its first non-whitespace character (``end`` if none).
+    Byte-level BPE tokens carry their leading space; a token belongs where its visible text lies."""
+    while start < end and text[start].isspace():
+        start += 1
+    return start
+
+
 def token_groups(offsets: list[tuple[int, int]], text: str, char_spans: list[tuple[int, int]]) -> list[Group]:
-    """Assign tokens (by character offsets into ``text``) to the character spans they fall in."""
+    """Assign tokens (by character offsets into ``text``) to the character spans their visible text falls in."""
     groups = []
     for lo, hi in char_spans:
         members = []
         for position, (start, end) in enumerate(offsets):
-            while start < end and text[start].isspace():
-                start += 1
+            start = visible_start(text, start, end)
             if start < end and start < hi and end > lo:
                 members.append(position)
         if members:

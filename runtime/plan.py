@@ -1,60 +1,131 @@
-"""Plan the perturbations: one row of per-key factors for every explained unit (ATMAN.md).
+"""Plan an explanation as plain data: the unperturbed pass every batch shares, then batches of factor rows.
 
-A unit is a token position, or a group of positions suppressed together. With a conceptual threshold ``kappa``,
-every other explained position whose input embedding has cosine similarity ``cos >= kappa`` to a position of the
-unit is suppressed in the same pass with factor ``(1 - s) * (1 - cos) + s`` (the most similar member decides).
+Schedules:
+- ``prefix`` (default): suppressing position i changes nothing before i, so a batch whose earliest changed
+  position is i feeds only positions >= i, on top of the unperturbed pass's cached keys and values. Rows are
+  sorted by that position so batches share their prefix, and only labels at positions >= i are scored (the rest
+  keep their unperturbed log-probs exactly; docs/method.md, "The prefix schedule").
+- ``naive``: one full-length pass per row, as the reference implementation does.
+
+Nothing here holds a session: a ``Batch`` is arrays and ints, and ``Shared`` (the cache included) is sent once
+per plan, so a batch can run in another process (``atman_onnx.runtime.execute``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from atman_onnx.runtime.errors import InputError
-
-# Chosen from the evaluation (README, Quality): in log_additive mode 0 takes the key out of attention, which ranked
-# the evidence best at token units and matches the paper's multiplicative mode at 0.1.
-DEFAULT_FACTOR = 0.0
+SCHEDULES = ("prefix", "naive")
+DEFAULT_MEMORY_BUDGET_MB = 1024
+WASTE = 0.05  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
 
 
-def check_units(units: list[list[int]], n_fed: int) -> list[list[int]]:
-    """Validate units (non-empty lists of positions inside the fed sequence)."""
-    if not units:
-        raise InputError("nothing to explain: no units were given")
-    for unit in units:
-        if not unit:
-            raise InputError("a group to explain is empty")
-        bad = [p for p in unit if not 0 <= p < n_fed]
-        if bad:
-            raise InputError(f"group positions {bad} lie outside the fed sequence of {n_fed} tokens")
-    return [sorted(set(unit)) for unit in units]
+@dataclass(frozen=True)
+class Shared:
+    """One fed sequence and its unperturbed pass: what every batch of a plan reads."""
+
+    ids: np.ndarray  # [n_fed] token ids
+    label_positions: np.ndarray  # [n_labels] fed positions whose next token is scored
+    labels: np.ndarray  # [n_labels] the token ids scored there
+    logprobs: np.ndarray  # [n_labels] their unperturbed log-probs
+    cache: tuple[np.ndarray, ...]  # per layer keys, values: [1, kv_heads, n_fed, head_dim]
+
+    @property
+    def n_fed(self) -> int:
+        return len(self.ids)
 
 
-def cosine_similarity(embeddings: np.ndarray) -> np.ndarray:
-    """Pairwise cosine similarity of row vectors, computed in float64."""
-    e = embeddings.astype(np.float64)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    return e @ e.T
+@dataclass(frozen=True)
+class Batch:
+    """One graph call: factor rows fed from position ``start`` on, on the cached prefix ``cache[:, :, :start]``."""
+
+    index: int
+    rows: np.ndarray  # which rows of the plan's factors
+    factors: np.ndarray  # [len(rows), n_fed]
+    start: int
+    scored: np.ndarray  # which labels lie at positions >= start (the others cannot change)
+
+    @property
+    def positions(self) -> int:
+        """Token positions this call runs through the model."""
+        return len(self.rows) * (self.factors.shape[1] - self.start)
 
 
-def plan_factors(
-    units: list[list[int]],
-    n_fed: int,
-    factor: float,
-    conceptual: float | None = None,
-    embeddings: np.ndarray | None = None,
-) -> np.ndarray:
-    """Factors [n_units, n_fed] (float32, 1.0 = untouched) for suppressing each unit in its own pass."""
-    factors = np.ones((len(units), n_fed), dtype=np.float64)
-    if conceptual is not None:
-        if embeddings is None:
-            raise ValueError("conceptual suppression needs the input embeddings")
-        explained = np.array(sorted({p for unit in units for p in unit}))
-        similarity = cosine_similarity(embeddings[explained])
-        index = {p: i for i, p in enumerate(explained)}
-        for row, unit in enumerate(units):
-            cos = similarity[[index[p] for p in unit]].max(axis=0)
-            hit = cos >= conceptual
-            factors[row, explained[hit]] = (1.0 - factor) * (1.0 - cos[hit]) + factor
-    for row, unit in enumerate(units):
-        factors[row, unit] = factor
-    return factors.astype(np.float32)
+@dataclass(frozen=True)
+class Plan:
+    """Everything an explanation of one sequence computes: the unperturbed pass, then ``batches``.
+
+    Rows whose batch would score no label (a row that changes no factor) keep their unperturbed log-probs without
+    a call; ``settled`` counts them.
+    """
+
+    shared: Shared
+    batches: tuple[Batch, ...]
+    n_rows: int
+    batch_size: int
+    schedule: str
+
+    @property
+    def settled(self) -> int:
+        return self.n_rows - sum(len(b.rows) for b in self.batches)
+
+    @property
+    def passes(self) -> int:
+        """Forward passes an explanation counts: one per row, plus the unperturbed one."""
+        return self.n_rows + 1
+
+    @property
+    def positions(self) -> int:
+        """Token positions run through the model: the unperturbed pass's, then every batch's."""
+        return self.shared.n_fed + sum(b.positions for b in self.batches)
+
+
+def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float) -> int:
+    """Rows per call that keep one call's activations within ``budget_mb`` (an upper-bound estimate)."""
+    per_row = 4 * (
+        2 * dims["num_layers"] * n_fed * dims["kv_heads"] * dims["head_dim"]  # keys and values of every layer
+        + 3 * dims["num_heads"] * n_fed * n_fed  # scores, masked scores and weights of one layer
+        + n_fed * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
+        + 2 * n_labels * vocab  # logits and log-probs at the labels
+    )
+    return max(1, int(budget_mb * 2**20 // per_row))
+
+
+def first_changed(factors: np.ndarray) -> np.ndarray:
+    """For each row of factors, the earliest position whose factor is not 1."""
+    changed = factors != 1.0
+    return np.where(changed.any(axis=1), changed.argmax(axis=1), factors.shape[1])
+
+
+def plan_batches(
+    starts: np.ndarray, batch_size: int, schedule: str, n_fed: int, waste: float = WASTE
+) -> list[tuple[np.ndarray, int]]:
+    """(rows, first fed position) per call. Prefix schedule: rows sorted by start; a batch feeds from its first
+    row's start, so a row joins only while its own start lies within ``waste`` of the batch's suffix length
+    (bounding recomputed positions to about ``waste / 2`` of the useful work)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+    order = np.argsort(starts, kind="stable")
+    if schedule == "naive":
+        return [(order[k : k + batch_size], 0) for k in range(0, len(order), batch_size)]
+    batches, k = [], 0
+    while k < len(order):
+        first = int(starts[order[k]])
+        end = k + 1
+        while end < len(order) and end - k < batch_size and starts[order[end]] - first <= waste * (n_fed - first):
+            end += 1
+        batches.append((order[k:end], first))
+        k = end
+    return batches
+
+
+def make_plan(shared: Shared, factors: np.ndarray, batch_size: int, schedule: str = "prefix") -> Plan:
+    """The batches that compute log p(labels) for every row of ``factors`` [n_rows, n_fed] on ``shared``."""
+    batches = []
+    for rows, start in plan_batches(first_changed(factors), batch_size, schedule, shared.n_fed):
+        scored = np.flatnonzero(shared.label_positions >= start)
+        if len(scored):
+            batches.append(Batch(len(batches), rows, factors[rows], start, scored))
+    return Plan(shared, tuple(batches), len(factors), batch_size, schedule)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from atman_onnx.runtime.contract import GRAPH_FILE, Manifest, load_manifest, past_names, present_names
-from atman_onnx.runtime.errors import ProviderError
+from atman_onnx.core.contract import GRAPH_FILE, Manifest, load_manifest, past_names, present_names
+from atman_onnx.core.errors import ProviderError
 
 log = logging.getLogger("atman_onnx")
 

@@ -9,8 +9,8 @@ import jinja2
 import jinja2.sandbox
 from tokenizers import Tokenizer
 
-from atman_onnx.runtime.contract import TOKENIZER_FILE
-from atman_onnx.runtime.errors import InputError
+from atman_onnx.core.contract import TOKENIZER_FILE
+from atman_onnx.core.errors import InputError
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer, Explanation
-from atman_onnx.runtime.plan import DEFAULT_FACTOR
+from atman_onnx.runtime.factors import DEFAULT_FACTOR
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 from atman_onnx.cli import main
 from atman_onnx.export.validate import compare, random_case, torch_outputs
 from atman_onnx.models.graph import AtmanGraph, patch
-from atman_onnx.runtime.contract import CONTRACT_VERSION, graph_inputs, graph_outputs, load_manifest, past_names
+from atman_onnx.core.contract import CONTRACT_VERSION, graph_inputs, graph_outputs, load_manifest, past_names
 from conftest import ARCHS, MODES
 
 

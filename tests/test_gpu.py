@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from atman_onnx import Explainer
-from atman_onnx.runtime.errors import ProviderError
+from atman_onnx.core.errors import ProviderError
 from conftest import ARCHS, MODES
 from test_runtime_parity import TINY_PROMPT, TINY_TARGET, assert_parity
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer
-from atman_onnx.runtime.contract import GRAPH_FILE
+from atman_onnx.core.contract import GRAPH_FILE
 
 PROMPT = "The dog met the dog and the fox in the garden. The capital of France is"
 TARGET = " Paris is the capital"
@@ -107,7 +107,7 @@ def test_old_manifest_without_precision_loads_as_fp32(tiny_export, tmp_path):
     import json
     import shutil
 
-    from atman_onnx.runtime.contract import MANIFEST_FILE, load_manifest
+    from atman_onnx.core.contract import MANIFEST_FILE, load_manifest
 
     folder = tmp_path / "old"
     shutil.copytree(tiny_export("llama", "log_additive"), folder)

@@ -7,7 +7,7 @@ import pytest
 
 from atman_onnx import Explainer
 from atman_onnx.models.reference import reference_relevance
-from atman_onnx.runtime.errors import InputError
+from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.groups import text_spans
 from atman_onnx.runtime.text import TextCodec
 from conftest import MODES

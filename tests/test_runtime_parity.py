@@ -7,7 +7,7 @@ import pytest
 
 from atman_onnx import Explainer
 from atman_onnx.models.reference import reference_relevance
-from atman_onnx.runtime.plan import DEFAULT_FACTOR
+from atman_onnx.runtime.factors import DEFAULT_FACTOR
 from conftest import ARCHS, MODES
 
 TINY_PROMPT = "The dog met the dog and the fox in the garden. The capital of France is"

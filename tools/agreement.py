@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atman_onnx.runtime.plan import DEFAULT_FACTOR
+from atman_onnx.runtime.factors import DEFAULT_FACTOR
 
 CASES = [
     ("The capital of France is", " Paris, and the capital of Germany is Berlin."),

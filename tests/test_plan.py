@@ -1,12 +1,12 @@
-"""The perturbation schedule: batch starts, sorting, batch sizing, and the planner's factors."""
+"""The plan: batch starts, sorting, batch sizing, the planner's factors, and the plan's batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from atman_onnx.runtime.drive import WASTE, batch_size_for, first_changed, plan_batches
-from atman_onnx.runtime.plan import plan_factors
+from atman_onnx.runtime.plan import WASTE, batch_size_for, first_changed, plan_batches
+from atman_onnx.runtime.factors import plan_factors
 
 DIMS = {"num_layers": 30, "num_heads": 9, "kv_heads": 3, "head_dim": 64, "intermediate_size": 1536}
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atman_onnx.runtime.errors import ContractError
+from atman_onnx.core.errors import ContractError
 
 CONTRACT_VERSION = 1
 MANIFEST_FILE = "atman.json"
