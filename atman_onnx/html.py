@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from atman_onnx.palette import NEGATIVE, POSITIVE, css
+
 if TYPE_CHECKING:
     from atman_onnx.explanation import Explanation
 
-POSITIVE, NEGATIVE = (214, 39, 40), (33, 102, 196)  # the colours of +max and -max; 0 is white
 NL, MARK = "\n", '<i class="nl"></i>\n'  # a visible, hoverable mark on line breaks (CSS ::before: no text)
 
 CSS = """
@@ -72,12 +73,6 @@ document.querySelector(".selector").addEventListener("click", e => {
 """
 
 
-def _colour(value: float) -> str:
-    """Background for a relevance in [-1, 1]: white at 0, red towards 1, blue towards -1 (same as the JS)."""
-    end, a = (POSITIVE if value >= 0 else NEGATIVE), min(abs(value), 1.0)
-    return "rgb({}, {}, {})".format(*(int(255 + (c - 255) * a + 0.5) for c in end))
-
-
 def _show(text: str) -> str:
     return text.replace("\n", "\u21b5").replace("\t", "\u21e5")
 
@@ -111,7 +106,7 @@ def render_html(explanation: Explanation) -> str:
             spans.append(tail + '<span class="sep" title="the target tokens fed to the model start here">\u25b8</span>')
             marked = True
         a = total[i] / scale
-        style = f"background: {_colour(a)}; color: {'#fff' if abs(a) > 0.6 else '#000'}"
+        style = f"background: {css(a)}; color: {'#fff' if abs(a) > 0.6 else '#000'}"
         title = escape(f"{_show(text)} \u00b7 {total[i]:+.4f}")
         spans.append(f'{escape(gap)}<span class="unit{" target" if target else ""}" data-index="{i}" '
                      f'style="{style}" title="{title}">{escape(text).replace(NL, MARK)}</span>')

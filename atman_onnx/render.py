@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from atman_onnx.palette import shade
+
+LEGEND_CELLS = 11  # an odd count puts white (0) in the middle
+
 if TYPE_CHECKING:
     from atman_onnx.explanation import Explanation
-
-
-def shade(value: float) -> tuple[int, int, int]:
-    """Background colour for a relevance in [-1, 1]: white at 0, red towards 1, blue towards -1."""
-    level = int(255 * (1 - min(abs(value), 1.0)))
-    return (255, level, level) if value >= 0 else (level, level, 255)
 
 
 def _header(explanation: Explanation) -> list[str]:
@@ -44,14 +42,21 @@ def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5, wi
     from rich.console import Console
     from rich.text import Text
 
+    def style(a: float) -> str:
+        r, g, b = shade(a)
+        return f"{'white' if abs(a) > 0.6 else 'black'} on rgb({r},{g},{b})"  # the ink as the HTML report picks it
+
     heat = Text()
     for unit, value in zip(explanation.units, total):
-        r, g, b = shade(value / scale)
-        heat.append(unit.text if explanation.granularity == "token" else unit.text + " ",
-                    style=f"black on rgb({r},{g},{b})")
+        heat.append(unit.text if explanation.granularity == "token" else unit.text + " ", style=style(value / scale))
+    legend = Text(f"colour scale {-scale:+.3f} ")  # the HTML report's legend bar: blue, white at 0, red
+    for step in np.linspace(-1, 1, LEGEND_CELLS):
+        legend.append("  ", style=style(step))
+    legend.append(f" {scale:+.3f}")
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="truecolor", width=width)
     console.print("\n".join(_header(explanation)))
+    console.print(legend, highlight=False)
     console.print(heat)
     console.print("\n".join(_footer(explanation, scale, top)), highlight=False)
     return out.getvalue().rstrip("\n")

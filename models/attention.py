@@ -37,7 +37,7 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 def manipulated_scores(
     raw: torch.Tensor, visible: torch.Tensor | None, scale: torch.Tensor | None, scaling: float, mode: str
 ) -> torch.Tensor:
-    """Scaled, AtMan-manipulated attention scores before masking (ATMAN.md, "The manipulation").
+    """Scaled, AtMan-manipulated attention scores before masking (docs/method.md, "The manipulation").
 
     raw: q.k^T [b, h, q, k]; visible: bool [b, 1, q, k] or None (all visible); scale: [b, k] or None.
     """

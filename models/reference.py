@@ -1,7 +1,7 @@
 """The PyTorch reference AtMan explainer: what "exactly" means for parity. Not the product path.
 
 Written independently of the runtime's planner and driver: one full-sequence pass per unit on the patched torch
-model, following ../shared/ATMAN.md line by line.
+model, following docs/method.md line by line.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Group token positions into the units a person reads: words, sentences, paragraphs, or spans they name.
 
-Each group is suppressed in one pass (ATMAN.md, "Groups") and gets one row of relevance, with its text and
+Each group is suppressed in one pass (docs/method.md, "Groups") and gets one row of relevance, with its text and
 character span. Tokens are assigned to a group by the character span they cover (leading whitespace ignored);
 tokens that cover only whitespace, or no characters (special tokens), belong to no group at coarser granularities.
 """

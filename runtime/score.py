@@ -1,4 +1,4 @@
-"""Turn log-probs into AtMan relevance: R[j, t] = CE_j(t) - CE_0(t) (ATMAN.md, "Scoring")."""
+"""Turn log-probs into AtMan relevance: R[j, t] = CE_j(t) - CE_0(t) (docs/method.md, "Relevance")."""
 
 from __future__ import annotations
 

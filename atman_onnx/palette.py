@@ -1,0 +1,17 @@
+"""The one colour ramp of every rendering (terminal heatmap, HTML report): white at 0, red for relevance that
+raises the target's likelihood, blue for relevance that lowers it."""
+
+from __future__ import annotations
+
+POSITIVE, NEGATIVE = (214, 39, 40), (33, 102, 196)  # the colours of +max and -max
+
+
+def shade(value: float) -> tuple[int, int, int]:
+    """The colour of a relevance scaled to [-1, 1] (clipped): linear from white to the end colour of its sign."""
+    end, a = (POSITIVE if value >= 0 else NEGATIVE), min(abs(value), 1.0)
+    return tuple(int(255 + (c - 255) * a + 0.5) for c in end)
+
+
+def css(value: float) -> str:
+    """``shade`` as a CSS colour."""
+    return "rgb({}, {}, {})".format(*shade(value))
