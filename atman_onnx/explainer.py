@@ -70,7 +70,7 @@ class Explainer:
         if text is not None:
             return text, encode_target(self.codec, text)
         self._check_length(len(prompt.ids) + max_new_tokens - 1)
-        ids = generate(self.graph, prompt.ids, max_new_tokens, set(self.manifest.special_tokens.get("eos_token_ids", [])))
+        ids = generate(self.graph, prompt.ids, max_new_tokens, self.manifest.stop_ids)
         if not ids:
             raise InputError("the model generated no target tokens; pass a target")
         return self.codec.decode(ids), ids

@@ -75,6 +75,11 @@ class Manifest:
     validation: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # of the graph's weights and matmuls: fp32, fp16, int8 (inputs/outputs are float32 always)
 
+    @property
+    def stop_ids(self) -> set[int]:
+        """The token ids that end generation."""
+        return set(self.special_tokens.get("eos_token_ids", []))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 

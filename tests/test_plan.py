@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
-from atman_onnx.runtime.plan import WASTE, batch_size_for, first_changed, plan_batches
+from atman_onnx import ExplainRequest
 from atman_onnx.runtime.factors import plan_factors
+from atman_onnx.runtime.plan import WASTE, batch_size_for, first_changed, plan_batches
 
 DIMS = {"num_layers": 30, "num_heads": 9, "kv_heads": 3, "head_dim": 64, "intermediate_size": 1536}
 
@@ -49,3 +52,84 @@ def test_conceptual_factors():
     # only explained positions are suppressed conceptually
     alone = plan_factors([[0]], 4, factor=0.1, conceptual=0.7, embeddings=embeddings)
     assert alone[0].tolist() == pytest.approx([0.1, 1.0, 1.0, 1.0])
+
+
+class Cancelled(Exception):
+    pass
+
+
+class ElsewhereExecutor:
+    """Runs batches as another process would: the shared data unpickled once, each batch unpickled alone, on a
+    session of its own, in reverse order."""
+
+    def __init__(self, folder):
+        from atman_onnx.runtime.session import Graph
+
+        self.graph = Graph(folder, provider="cpu")
+        self.calls = 0
+
+    def run(self, shared, batches):
+        from atman_onnx.runtime.execute import run_batch
+
+        received = pickle.loads(pickle.dumps(shared))
+        for batch in reversed([pickle.dumps(b) for b in batches]):
+            batch = pickle.loads(batch)
+            self.calls += 1
+            yield batch, run_batch(self.graph, received, batch)
+
+
+PROMPT, TARGET = "The dog met the dog and the fox in the garden. The capital of France is", " Paris is the capital"
+
+
+def test_another_executor_gives_the_same_explanation(tiny_export):
+    from atman_onnx import Explainer
+
+    folder = tiny_export("llama", "multiplicative")
+    local = Explainer.load(folder, provider="cpu")
+    elsewhere = ElsewhereExecutor(folder)
+    remote = Explainer(local.graph, local.codec, executor=elsewhere)
+    want = local.explain(PROMPT, TARGET, conceptual=0.2, batch_size=4)
+    got = remote.explain(PROMPT, TARGET, conceptual=0.2, batch_size=4)
+    assert np.array_equal(got.relevance, want.relevance) and np.abs(want.relevance).max() > 1e-3
+    counts = lambda e: {k: v for k, v in e.timings.items() if not k.endswith("_s")}  # noqa: E731
+    assert elsewhere.calls > 1 and counts(got) == counts(want)
+
+
+def test_plan_counts_and_progress_have_one_owner(tiny_export):
+    from atman_onnx import Explainer
+    from atman_onnx.runtime.execute import unperturbed
+
+    explainer = Explainer.load(tiny_export("gpt2", "log_additive"), provider="cpu")
+    seen = []
+    result = explainer.explain(PROMPT, TARGET, batch_size=5, on_progress=lambda done, total: seen.append((done, total)))
+    n_units = len(result.units)
+    assert seen[-1] == (n_units, n_units) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    fed = result.prompt_ids + result.target_ids[:-1]
+    plan = explainer.plan(fed, result.target_ids, result.units, ExplainRequest(prompt=PROMPT, batch_size=5))
+    assert plan.passes == result.timings["passes"] == n_units + 1
+    assert plan.positions == result.timings["positions_computed"]
+    assert len(seen) == len(plan.batches) + (plan.settled > 0)
+    # the plan is data: every row in exactly one batch, each batch's scored labels at or after its start
+    rows = sorted(r for b in plan.batches for r in b.rows.tolist())
+    assert rows == list(range(plan.n_rows)) and plan.settled == 0
+    for batch in plan.batches:
+        assert np.all(plan.shared.label_positions[batch.scored] >= batch.start)
+        assert np.all(batch.factors[:, : batch.start] == 1)
+    shared, _ = unperturbed(explainer.graph, fed, result.target_ids)
+    assert np.array_equal(shared.logprobs, plan.shared.logprobs)
+
+
+def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
+    from atman_onnx import Explainer
+
+    folder = tiny_export("llama", "log_additive")
+    counting = ElsewhereExecutor(folder)
+    explainer = Explainer(counting.graph, Explainer.load(folder, provider="cpu").codec, executor=counting)
+
+    def stop_after_two(done, total):
+        if done >= 2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        explainer.explain(PROMPT, TARGET, batch_size=1, on_progress=stop_after_two)
+    assert counting.calls == 2  # no batch ran after the one that crossed the limit

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from fresh import load_explainer, peak_rss_mb, run_worker
 
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 
@@ -74,10 +73,8 @@ def graph_bytes(folder: Path) -> int:
 
 
 def worker(folder: str, threads: int | None, factor: float) -> dict:
-    from atman_onnx import Explainer
-
     started = time.perf_counter()
-    explainer = Explainer.load(folder, provider="cpu", threads=threads)
+    explainer = load_explainer(folder, "cpu", threads)
     loaded = time.perf_counter() - started
     explainer.explain(*CASES[0], factor=factor)  # warm-up, not measured
     results, times = [], []
@@ -90,19 +87,13 @@ def worker(folder: str, threads: int | None, factor: float) -> dict:
         "precision": getattr(explainer.manifest, "precision", "fp32"),
         "load_s": loaded,
         "times_s": times,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "cases": results,
     }
 
 
-def run_worker(folder: str, threads: int | None, factor: float) -> dict:
-    command = [sys.executable, __file__, folder, "--worker", "--factor", str(factor)]
-    if threads:
-        command += ["--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"worker for {folder} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def measure(folder: str, threads: int | None, factor: float) -> dict:
+    return run_worker(__file__, folder, "--worker", "--factor", factor, *(["--threads", threads] if threads else []))
 
 
 def compare(reference: dict, other: dict) -> dict:
@@ -166,7 +157,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {d: [] for d in args.dirs}
     for repeat in range(args.repeats):
         for folder in args.dirs:
-            runs[folder].append(run_worker(folder, args.threads, args.factor))
+            runs[folder].append(measure(folder, args.threads, args.factor))
             print(f"run {repeat + 1}/{args.repeats}: {folder} done", file=sys.stderr)
     reference = runs[args.dirs[0]][0]
     ref_bytes = graph_bytes(Path(args.dirs[0]))

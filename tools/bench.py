@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
+from fresh import load_explainer, peak_rss_mb, run_worker
 
 TEXT = (
     "The lighthouse keeper of Varrow Point kept a log of every ship that passed the reef. In the spring of that "
@@ -43,9 +41,7 @@ def worker(
     folder: str, schedule: str, length: int, target_tokens: int, repeats: int, batch: int, provider: str
 ) -> dict:
     """Time one schedule in this process; returns medians, peak RSS and work."""
-    from atman_onnx import Explainer
-
-    explainer = Explainer.load(folder, provider=provider)
+    explainer = load_explainer(folder, provider)
     prompt_ids, target_ids = build_case(explainer, length, target_tokens)
     prompt = explainer.codec.decode(prompt_ids)
     target = explainer.codec.decode(target_ids)
@@ -66,17 +62,14 @@ def worker(
         times.append(time.perf_counter() - started)
     return {
         "schedule": schedule, "length": length, "batch_size": batch, "median_s": statistics.median(times),
-        "times_s": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "times_s": times, "peak_rss_mb": peak_rss_mb(),
         "positions": positions,
     }
 
 
-def run_worker(args: argparse.Namespace, schedule: str, length: int, batch: int) -> dict:
-    command = [sys.executable, __file__, args.dir, "--worker", schedule, "--lengths", str(length),
-               "--target-tokens", str(args.target_tokens), "--repeats", str(args.repeats), "--batch-size", str(batch),
-               "--provider", args.provider]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def measure(args: argparse.Namespace, schedule: str, length: int, batch: int) -> dict:
+    return run_worker(__file__, args.dir, "--worker", schedule, "--lengths", length, "--target-tokens",
+                      args.target_tokens, "--repeats", args.repeats, "--batch-size", batch, "--provider", args.provider)
 
 
 def main() -> None:
@@ -109,7 +102,7 @@ def main() -> None:
             manifest.dims, manifest.hidden_size, manifest.vocab_size, n_fed, args.target_tokens,
             DEFAULT_MEMORY_BUDGET_MB,
         )
-        results = {s: run_worker(args, s, length, batch) for s in ("plain", "naive", "prefix")}
+        results = {s: measure(args, s, length, batch) for s in ("plain", "naive", "prefix")}
         per_position = {s: r["median_s"] / r["positions"] for s, r in results.items()}
         for schedule, r in results.items():
             r["time_vs_naive"] = r["median_s"] / results["naive"]["median_s"]

@@ -24,6 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+from atman_onnx import Explainer
+from atman_onnx.runtime.encode import encode_prompt
+from atman_onnx.runtime.generate import generate
+from atman_onnx.runtime.groups import token_groups
+
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kl", "tr", "st"]
 VOWELS = ["a", "e", "i", "o", "u", "a", "e", "o"]
 CODAS = ["", "", "", "n", "r", "l", "s", "k", "m"]
@@ -124,12 +129,12 @@ def locate(explainer, prompt: str, fed: list[dict] | str, item: dict) -> dict:
         cursor = at + len(sentence)
     q_at = prompt.index(item["question"], cursor)
     question = [q_at, q_at + len(item["question"])]
-    encoded = explainer.encode_prompt(fed)
+    encoded = encode_prompt(explainer.codec, fed)
     assert encoded.text == prompt
 
     def covered(lo: int, hi: int) -> list[int]:
-        """Token positions overlapping [lo, hi) with a non-blank character (as the runtime groups them)."""
-        return [p for p, (a, b) in enumerate(encoded.offsets) if a < hi and b > lo and prompt[a:b].strip()]
+        """Token positions whose visible text overlaps [lo, hi), as the runtime groups them."""
+        return [p for group in token_groups(encoded.offsets, prompt, [(lo, hi)]) for p in group.positions]
 
     return {"prompt_ids": encoded.ids, "sentence_spans": spans, "sentence_tokens": [covered(*s) for s in spans],
             "context_span": [start, start + len(context)], "question_span": question,
@@ -146,8 +151,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from atman_onnx import Explainer
-
     explainer = Explainer.load(args.dir, provider="cpu", threads=args.threads)
     rng = random.Random(args.seed)
     items: list[dict] = []
@@ -163,8 +166,9 @@ def main() -> None:
     for fmt in FORMATS:
         for item in items:
             _, fed = render(explainer, fmt, item)
-            ids = explainer.encode_prompt(fed).ids
-            generations[fmt].append(explainer.codec.decode(explainer.generate(ids, args.max_new_tokens)))
+            ids = encode_prompt(explainer.codec, fed).ids
+            completion = generate(explainer.graph, ids, args.max_new_tokens, explainer.manifest.stop_ids)
+            generations[fmt].append(explainer.codec.decode(completion))
     accuracy = {
         fmt: sum(item["answer"] in g for item, g in zip(items, gens)) / len(items) for fmt, gens in generations.items()
     }

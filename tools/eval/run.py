@@ -26,8 +26,8 @@ Metrics, per item, then averaged over items (every method sees the same items):
 - insertion AUC: start from all context tokens suppressed and restore the top k% (k = 0, 10, ..., 50); the same
   area of the same difference. Higher = better.
 Deletion and insertion apply one perturbation to every method, so that rankings are compared and not
-perturbations: the log-additive graph (``Graph.run``, on the unperturbed pass's cached keys and values before the
-context) at attention scale 0 (``--deletion-factor``), which takes a token out of every layer's and head's
+perturbations: the log-additive graph (the runtime's plan and executor, on the unperturbed pass's cached keys and
+values) at attention scale 0 (``--deletion-factor``), which takes a token out of every layer's and head's
 attention, so no later position can read it.
 
 Methods:
@@ -56,6 +56,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metrics import aggregate, average_precision, curve_area, perturbation_rows, random_ap  # noqa: E402
+
+from atman_onnx.runtime.execute import LocalExecutor, execute, unperturbed  # noqa: E402
+from atman_onnx.runtime.groups import visible_start  # noqa: E402
+from atman_onnx.runtime.plan import make_plan  # noqa: E402
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 FACTORS = (0.0, 0.1, 0.3)
@@ -98,13 +102,8 @@ def unit_spans(explainer, item: dict, units: str) -> list[tuple[int, int]]:
     if units == "sentence":
         return [tuple(s) for s in item["sentence_spans"]]
     offsets = explainer.codec.encode(item["prompt"], add_special_tokens=True).offsets
-    spans = []
-    for p in sorted({p for s in item["sentence_tokens"] for p in s} | set(item["question_tokens"])):
-        start, end = offsets[p]
-        while item["prompt"][start].isspace():
-            start += 1
-        spans.append((start, end))
-    return spans
+    positions = sorted({p for s in item["sentence_tokens"] for p in s} | set(item["question_tokens"]))
+    return [(visible_start(item["prompt"], *offsets[p]), offsets[p][1]) for p in positions]
 
 
 def atman_scores(explainer, item: dict, spans: list[tuple[int, int]], factor: float,
@@ -155,40 +154,23 @@ class TorchBaselines:
 
 
 class Curves:
-    """The target's mean log-prob under rows of attention scales, by ``Graph.run`` on the unperturbed pass's
-    cached keys and values for the positions before the first suppressible one (rows are cached by content)."""
+    """The target's mean log-prob under rows of attention scales, computed by the runtime's plan and executor on
+    the unperturbed pass's cached keys and values (rows are cached by content)."""
 
-    def __init__(self, graph, item: dict, first: int, batch_size: int):
-        self.graph = graph
-        prompt, target = item["prompt_ids"], item["target_ids"]
-        self.fed = np.array(prompt + target[:-1], dtype=np.int64)
-        self.positions = np.arange(len(prompt) - 1, len(self.fed))
-        self.targets = np.array(target, dtype=np.int64)
-        self.first, self.batch_size = first, batch_size
-        base = graph.run(self.fed[None], np.ones((1, len(self.fed)), np.float32), self.positions[None],
-                         self.targets[None], outputs=("label_logprobs", *graph.present_names))
-        self.past = [base[name][:, :, :first] for name in graph.present_names]
-        self.base = float(base["label_logprobs"][0].mean())
+    def __init__(self, graph, item: dict, batch_size: int):
+        self.graph, self.batch_size = graph, batch_size
+        self.shared, _ = unperturbed(graph, item["prompt_ids"] + item["target_ids"][:-1], item["target_ids"])
+        self.base = float(self.shared.logprobs.mean())
         self.cache: dict[bytes, float] = {}
         self.rows_run = 0
 
     def logprobs(self, rows: np.ndarray) -> np.ndarray:
-        if np.any(rows[:, : self.first] != 1):
-            raise ValueError("a row suppresses a position inside the cached prefix")
-        todo = [r for r in {row.tobytes(): row for row in rows}.items() if r[0] not in self.cache]
-        for k in range(0, len(todo), self.batch_size):
-            chunk = todo[k : k + self.batch_size]
-            n = len(chunk)
-            out = self.graph.run(
-                np.broadcast_to(self.fed[self.first :], (n, len(self.fed) - self.first)),
-                np.stack([row for _, row in chunk]),
-                np.broadcast_to(self.positions - self.first, (n, len(self.positions))),
-                np.broadcast_to(self.targets, (n, len(self.targets))),
-                past=self.past,
-            )["label_logprobs"]
-            self.rows_run += n
-            for (key, _), value in zip(chunk, out.mean(axis=1)):
-                self.cache[key] = float(value)
+        todo = {row.tobytes(): row for row in rows if row.tobytes() not in self.cache}
+        if todo:
+            plan = make_plan(self.shared, np.stack(list(todo.values())), self.batch_size)
+            means = execute(plan, LocalExecutor(self.graph)).mean(axis=1)
+            self.cache.update(zip(todo, means.astype(float)))
+            self.rows_run += len(todo)
         return np.array([self.cache[row.tobytes()] for row in rows])
 
     def areas(self, token_scores: np.ndarray, candidates: np.ndarray, factor: float) -> dict:
@@ -273,8 +255,7 @@ def main() -> None:
         n_units = len(item["sentences"]) if args.units == "sentence" else sum(map(len, item["sentence_tokens"]))
         n_pos = 1 if args.units == "sentence" else len(item["evidence_tokens"])
         chance.append(random_ap(n_units, n_pos))
-        first = min(p for s in item["sentence_tokens"] for p in s)
-        curves = Curves(explainers["log_additive"].graph, item, first, args.batch_size)
+        curves = Curves(explainers["log_additive"].graph, item, args.batch_size)
         t = time.perf_counter()
         torch_scores = baselines.scores(item) if baselines else {}
         torch_seconds = time.perf_counter() - t

@@ -1,0 +1,59 @@
+"""The explanation JSON: format 2 adds each unit's typed location; format-1 files still load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atman_onnx import Explanation, ImageBox, TextSpan, Unit
+from atman_onnx.core.errors import InputError
+from test_html import make_explanation
+
+V1 = Path(__file__).with_name("data") / "explanation-v1.json"
+
+
+def test_version_1_file_loads_with_text_locations():
+    data = json.loads(V1.read_text())
+    assert data["format_version"] == 1 and "location" not in data["units"][1]
+    old = Explanation.from_json(V1.read_text())
+    want = make_explanation()
+    assert old.units == want.units and old.tokens == want.tokens
+    assert np.array_equal(old.relevance, want.relevance) and old.timings == want.timings
+    assert old.units[1].location == TextSpan("prompt", 0, 12)
+    again = json.loads(old.to_json())  # written again, it is a version-2 file with the same fields
+    assert again["format_version"] == 2
+    assert {k: v for k, v in again.items() if k != "format_version"} == {
+        **{k: v for k, v in data.items() if k not in ("format_version", "units")},
+        "units": [{**u, "location": again["units"][i]["location"]} for i, u in enumerate(data["units"])],
+    }
+
+
+def test_version_2_types_every_location():
+    data = json.loads(make_explanation().to_json())
+    assert data["format_version"] == 2
+    assert data["units"][1] == {"text": "<b>Paris</b>", "start": 0, "end": 12, "segment": "prompt", "positions": [1],
+                                "location": {"type": "text", "segment": "prompt", "start": 0, "end": 12}}
+    assert data["units"][5]["location"] == {"type": "text", "segment": "target", "start": 0, "end": 3}
+
+
+def test_image_box_round_trips():
+    explanation = make_explanation()
+    box = ImageBox(image=0, left=0.25, top=0.0, width=0.25, height=0.5)
+    units = [*explanation.units[:-1], Unit("image 0, region (0, 1)", 0, 0, "image", (5,), box)]
+    with_image = replace(explanation, units=units)
+    data = json.loads(with_image.to_json())
+    assert data["units"][-1]["location"] == {"type": "image", "image": 0, "left": 0.25, "top": 0.0, "width": 0.25,
+                                             "height": 0.5}
+    again = Explanation.from_json(with_image.to_json())
+    assert again.units == units and again.units[-1].location == box
+
+
+def test_newer_format_is_refused_in_one_line():
+    data = json.loads(make_explanation().to_json())
+    data["format_version"] = 3
+    with pytest.raises(InputError, match="format_version 3 is newer than this atman-onnx reads"):
+        Explanation.from_json(json.dumps(data))

@@ -1,0 +1,32 @@
+"""Measure in a fresh process: a tool re-runs itself with ``--worker ...`` so that peak RSS and load time belong
+to one measurement alone; the worker prints one JSON object as its last line.
+
+Used by bench.py and agreement.py (``sys.path`` holds tools/ when they run as scripts).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(script: str, *args: str) -> dict:
+    """Run ``python script *args`` and return the JSON its last output line holds; stop with its stderr if it fails."""
+    done = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{script} {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_explainer(folder: str, provider: str = "cpu", threads: int | None = None):
+    """The runtime's explainer on ``folder``, as every measuring worker opens it."""
+    from atman_onnx import Explainer
+
+    return Explainer.load(folder, provider=provider, threads=threads)
