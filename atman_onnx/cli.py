@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -27,13 +28,14 @@ def _write_atomically(path: Path, text: str) -> None:
 def _export(args: argparse.Namespace) -> None:
     try:
         from atman_onnx.export.exporter import export
+        from atman_onnx.export.validate import describe
     except ImportError as exc:
         raise AtmanError(f"export needs the export extra (`pip install atman-onnx[export]`): {exc}") from None
     manifest = export(
         args.model, args.out_dir, mode=args.mode, gguf_file=args.gguf_file, opset=args.opset,
-        dtype=args.dtype, quantize=args.quantize,
+        dtype=args.dtype, quantize=args.quantize, log=functools.partial(print, flush=True), verbose=args.verbose,
     )
-    figures = ", ".join(f"{k} {v:.1e}" for k, v in manifest.validation["max_abs_diff"].items())
+    figures = describe(manifest.validation["max_abs_diff"])
     precision = "" if manifest.precision == "fp32" else f", {manifest.precision}"
     print(
         f"exported {manifest.architecture} ({manifest.mode}{precision}) to {args.out_dir}; "
@@ -133,6 +135,8 @@ def parser() -> argparse.ArgumentParser:
                      help="fp16: float16 weights and matmuls; attention scores, softmax and log-probs stay float32")
     exp.add_argument("--quantize", choices=["int8", "int8-dynamic"],
                      help="int8: weight-only int8 linear layers (MatMulNBits); int8-dynamic: quantize_dynamic")
+    exp.add_argument("--verbose", action="store_true",
+                     help="also show what torch, torch.onnx, onnxscript and transformers print, warn and log")
     exp.set_defaults(run=_export)
 
     ex = commands.add_parser("explain", help="explain a completion with an exported graph")

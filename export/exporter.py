@@ -1,22 +1,31 @@
 """Export a Hugging Face causal LM to an AtMan ONNX graph plus tokenizer files and the manifest ``atman.json``.
 
-The manifest is written last: a folder holds a manifest only once its graph was exported and validated.
+The export runs in stages (load, trace, optimise, save, validate, then convert and validate again for a lighter
+precision, and write), each reported in one line to an optional ``log`` callback. What torch, torch.onnx,
+onnxscript and transformers print, warn and log along the way is held back for the duration of each stage unless
+``verbose``. The manifest is written last: a folder holds a manifest only once its graph was exported and validated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
+import logging
 import shutil
 import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
-from atman_onnx.export.validate import validate
-from atman_onnx.models.graph import AtmanGraph, patch
-from atman_onnx.models.registry import family
+from atman_onnx.export.validate import describe, validate
+from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.models.patch import check, patch
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
     GRAPH_FILE,
@@ -35,6 +44,45 @@ from atman_onnx.core.errors import AtmanError
 DEFAULT_OPSET = 18
 TWO_GB = 2 * 1024**3
 TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+# Loggers of the libraries the export drives; below ERROR they are held back unless verbose.
+LIBRARY_LOGGERS = ("torch", "transformers", "huggingface_hub", "onnxscript", "onnx_ir", "onnxruntime")
+
+Log = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Within the block, drop the warnings and prints of the libraries the export drives, and their log records
+    below ERROR; everything is restored on the way out."""
+    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    sink = io.StringIO()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class Stages:
+    """Runs the export's stages, each ``quiet`` unless ``verbose``, and reports each finished stage to ``log`` in
+    one line: its name, its seconds and the notes the stage made."""
+
+    def __init__(self, log: Log | None = None, verbose: bool = False):
+        self.log, self.verbose = log, verbose
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[Callable[[str], None]]:
+        notes: list[str] = []
+        start = time.perf_counter()
+        with contextlib.nullcontext() if self.verbose else quiet():
+            yield notes.append
+        if self.log is not None:
+            self.log(f"{name:<9}{time.perf_counter() - start:>4.1f} s  {'; '.join(notes)}")
 
 
 def _versions() -> dict[str, str]:
@@ -63,8 +111,15 @@ def _special_tokens(tokenizer, model) -> dict:
     }
 
 
-def _trace(graph_module: AtmanGraph, path: Path, opset: int, external_data: bool) -> None:
-    """torch.export the wrapper to ONNX with dynamic batch, sequence, past and label axes."""
+def _megabytes(path: Path) -> str:
+    """The size of the graph at ``path`` with its external data file, if any."""
+    size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
+    return f"{size / 1024**2:.1f} MB"
+
+
+def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
+    """torch.export the wrapper to an ONNX program, not yet optimised, with dynamic batch, sequence, past and
+    label axes."""
     layers, kv_heads, head_dim = (graph_module.dims[k] for k in ("num_layers", "kv_heads", "head_dim"))
     past, seq = 3, 5
     example = {
@@ -78,18 +133,48 @@ def _trace(graph_module: AtmanGraph, path: Path, opset: int, external_data: bool
     axes = {name: torch.export.Dim(name) for name in ("batch", "seq", "total", "labels", "past")}
     dynamic = [{i: axes[a] for i, a in enumerate(INPUTS[name][1])} for name in example]
     dynamic.append(tuple({2: axes["past"]} for _ in cache))
-    torch.onnx.export(
+    return torch.onnx.export(
         graph_module,
         (*example.values(), *cache),
-        str(path),
         input_names=list(graph_inputs(layers)),
         output_names=list(graph_outputs(layers)),
         dynamic_shapes=tuple(dynamic),
         opset_version=opset,
         dynamo=True,
-        external_data=external_data,
+        optimize=False,
         verbose=False,
     )
+
+
+def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: int, external_data: bool) -> dict:
+    """Trace, optimise and save the float32 graph to ``path`` and validate it; returns the validation figures."""
+    with stage("trace") as note:
+        program = _trace(graph_module, opset)
+        traced = len(program.model.graph)
+        note(f"torch.export to ONNX opset {opset}, {traced} nodes")
+    with stage("optimise") as note:
+        program.optimize()
+        note(f"{traced} -> {len(program.model.graph)} nodes")
+    with stage("save") as note:
+        program.save(str(path), external_data=external_data)
+        note(f"float32 graph, {_megabytes(path)}")
+    with stage("validate") as note:
+        figures = validate(graph_module, path)
+        note(describe(figures["max_abs_diff"]))
+    return figures
+
+
+def _write(out: Path, tokenizer, manifest: Manifest) -> list[str]:
+    """Copy the tokenizer files into ``out``, then write the manifest; returns the names written."""
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        for name in TOKENIZER_FILES:
+            if (Path(tmp) / name).is_file():
+                shutil.copy(Path(tmp) / name, out / name)
+                written.append(name)
+    manifest.write(out)
+    return [*written, MANIFEST_FILE]
 
 
 def export(
@@ -100,49 +185,51 @@ def export(
     opset: int = DEFAULT_OPSET,
     dtype: str = "fp32",
     quantize: str | None = None,
+    log: Log | None = None,
+    verbose: bool = False,
 ) -> Manifest:
     """Export ``model`` (hub id, local folder or ``bundled:smollm2``) into ``out_dir``; returns the manifest.
 
     ``dtype="fp16"`` or ``quantize="int8"`` (or ``"int8-dynamic"``) write a lighter graph: the float32 graph is
     traced and validated first, then converted (``atman_onnx.export.precision``) and validated again against the
-    float32 PyTorch model, with looser, recorded tolerances."""
+    float32 PyTorch model, with looser, recorded tolerances. ``log`` receives one line per stage; ``verbose`` lets
+    the libraries' own warnings, logs and prints through."""
     if mode not in MODES:
         raise AtmanError(f"unknown mode {mode!r}; supported: {', '.join(MODES)}")
     precision = lighter.precision_name(dtype, quantize)
     out = Path(out_dir)
-    lm, tokenizer = source.load(model, gguf_file)
-    config = lm.config
-    architecture = family(config.model_type)
+    origin = model if not gguf_file else f"{model} ({gguf_file})"
+    stage = Stages(log, verbose)
+    with stage("load") as note:
+        lm, tokenizer = source.load(model, gguf_file)
+        config = lm.config
+        architecture = check(patch(lm, mode), mode).model_type
+        graph_module = AtmanGraph(lm).eval()
+        note(f"{architecture} ({mode}) from {origin}")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
-    graph_module = AtmanGraph(patch(lm, mode)).eval()
     big = sum(p.numel() * p.element_size() for p in lm.parameters()) > TWO_GB
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        for name in TOKENIZER_FILES:
-            if (Path(tmp) / name).is_file():
-                shutil.copy(Path(tmp) / name, out / name)
     if precision == "fp32":
-        _trace(graph_module, out / GRAPH_FILE, opset, external_data=big)
-        validation = validate(graph_module, out / GRAPH_FILE)
+        validation = _float32_graph(stage, graph_module, out / GRAPH_FILE, opset, external_data=big)
     else:
         with tempfile.TemporaryDirectory(dir=out, prefix=".fp32-") as tmp:
             fp32_graph = Path(tmp) / GRAPH_FILE
-            _trace(graph_module, fp32_graph, opset, external_data=big)
-            float32_figures = validate(graph_module, fp32_graph)
-            conversion = lighter.convert(fp32_graph, out / GRAPH_FILE, precision, external_data=big)
-        validation = {
-            **lighter.validate_lighter(graph_module, out / GRAPH_FILE, precision),
-            "conversion": conversion,
-            "float32_graph": float32_figures,
-        }
+            float32_figures = _float32_graph(stage, graph_module, fp32_graph, opset, external_data=big)
+            with stage("convert") as note:
+                conversion = lighter.convert(fp32_graph, out / GRAPH_FILE, precision, external_data=big)
+                note(f"{precision} graph, {_megabytes(out / GRAPH_FILE)}")
+        with stage("validate") as note:
+            figures = validate(graph_module, out / GRAPH_FILE, precision, lighter.TOLERANCE[precision])
+            within = "within" if figures["within_tolerance"] else "beyond"
+            note(f"{describe(figures['max_abs_diff'])} ({within} the {precision} tolerance)")
+        validation = {**figures, "conversion": conversion, "float32_graph": float32_figures}
     inputs, outputs = contract_io(graph_module.dims["num_layers"])
     manifest = Manifest(
         contract_version=CONTRACT_VERSION,
         architecture=architecture,
         model_type=config.model_type,
         mode=mode,
-        source=model if not gguf_file else f"{model} ({gguf_file})",
+        source=origin,
         inputs=inputs,
         outputs=outputs,
         vocab_size=int(config.vocab_size),
@@ -154,5 +241,6 @@ def export(
         validation=validation,
         precision=precision,
     )
-    manifest.write(out)
+    with stage("write") as note:
+        note(", ".join(_write(out, tokenizer, manifest)))
     return manifest

@@ -75,14 +75,14 @@ def load(model: str, gguf_file: str | None = None):
     """Load (causal LM, tokenizer) in float32 for export."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from atman_onnx.models.registry import family
+    from atman_onnx.models.registry import architecture
 
     name = resolve(model, gguf_file)
     try:
         config = AutoConfig.from_pretrained(name)
     except OSError as exc:
         raise AtmanError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
-    family(config.model_type)
+    architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(name)
     lm = AutoModelForCausalLM.from_pretrained(name, dtype="float32")
     return lm.eval(), tokenizer

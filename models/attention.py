@@ -14,9 +14,19 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from atman_onnx.core.errors import AtmanError
+
 MODES = ("log_additive", "multiplicative")
+# Keywords that carry no attention arithmetic (positions for other kernels, cache, router and output flags); every other
+# keyword besides those named in ``atman_attention``'s signature is refused.
+PASSIVE = frozenset({"position_ids", "use_cache", "output_router_logits", "output_attentions", "output_hidden_states"})
+HONOURED = frozenset({"scaling", "dropout", "softcap", "sliding_window"}) | PASSIVE
 # log(0) would give rows of -inf when a row sees only the suppressed key; the smallest normal float32 keeps it finite.
 _TINY = torch.finfo(torch.float32).tiny
+
+
+class UnsupportedAttentionError(AtmanError):
+    """A model's attention passes something AtMan attention does not honour."""
 
 
 def implementation_name(mode: str) -> str:
@@ -35,12 +45,16 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def manipulated_scores(
-    raw: torch.Tensor, visible: torch.Tensor | None, scale: torch.Tensor | None, scaling: float, mode: str
+    raw: torch.Tensor, visible: torch.Tensor | None, scale: torch.Tensor | None, scaling: float, mode: str,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Scaled, AtMan-manipulated attention scores before masking (docs/method.md, "The manipulation").
 
     raw: q.k^T [b, h, q, k]; visible: bool [b, 1, q, k] or None (all visible); scale: [b, k] or None.
+    With ``softcap`` (Gemma 2) the scaled scores are capped first, ``tanh(s / c) * c``, and manipulated after.
     """
+    if softcap is not None:
+        raw, scaling = torch.tanh(raw * scaling / softcap) * softcap, 1.0
     if scale is None:
         return raw * scaling
     f = scale.to(torch.float32)[:, None, None, :]
@@ -59,24 +73,36 @@ def atman_attention(
     attention_mask: torch.Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
     *,
     mode: str,
     atman_scale: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with the AtMan factors applied; same signature and outputs as transformers' eager path."""
+    """Eager attention with the AtMan factors applied; same signature and outputs as transformers' eager path.
+
+    ``scaling`` is used exactly as the model passes it; ``sliding_window`` is enforced by the mask (built by the
+    registered mask function over a cache of full layers); any keyword outside ``PASSIVE`` is refused.
+    """
+    unknown = sorted(set(kwargs) - PASSIVE)
+    if unknown:
+        raise UnsupportedAttentionError(
+            f"{type(module).__name__} passes attention keyword {unknown[0]!r}, which AtMan attention does not honour"
+        )
+    if scaling is None:
+        raise UnsupportedAttentionError(f"{type(module).__name__} passes no attention scaling")
     n_rep = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
     raw = torch.matmul(query.float(), key.float().transpose(-1, -2))
-    visible = None
-    if attention_mask is not None:
+    if attention_mask is None:  # a plain causal mask, aligned to the last query (cached keys come first)
+        q_len, k_len = raw.shape[-2:]
+        visible = torch.ones(q_len, k_len, dtype=torch.bool, device=raw.device).tril(k_len - q_len)[None, None]
+    else:
         visible = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         visible = visible[:, :, :, : key.shape[-2]]
-    scores = manipulated_scores(raw, visible, atman_scale, scaling, mode)
-    if visible is not None:
-        scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+    scores = manipulated_scores(raw, visible, atman_scale, scaling, mode, softcap)
+    scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1).to(value.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()

@@ -8,36 +8,31 @@ position, so that [batch, seq, vocab] logits never leave the graph.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
 
-from atman_onnx.models.attention import implementation_name, register
-from atman_onnx.models.registry import family
+from atman_onnx.models.registry import Architecture, architecture
 
 
-def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures."""
-    family(model.config.model_type)
-    register()
-    name = implementation_name(mode)
-    model.config._attn_implementation = name
-    for sub in model.modules():
-        cfg = getattr(sub, "config", None)
-        if cfg is not None and hasattr(cfg, "_attn_implementation"):
-            cfg._attn_implementation = name
-    return model.eval()
-
-
-def dims(config) -> dict[str, int]:
-    """The sizes the runtime needs to build caches and budget memory."""
+def dims(config, spec: Architecture) -> dict[str, int]:
+    """The sizes the runtime needs to build caches and budget memory (no key/value heads: as many as heads; no
+    head size: hidden / heads; no MLP width: 4 x hidden)."""
     heads = config.num_attention_heads
     return {
         "num_layers": config.num_hidden_layers,
         "num_heads": heads,
         "kv_heads": getattr(config, "num_key_value_heads", None) or heads,
         "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
-        "intermediate_size": getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
+        "intermediate_size": getattr(config, spec.intermediate, None) or 4 * config.hidden_size,
     }
+
+
+def cache_keyword(body: torch.nn.Module) -> str:
+    """The name the model body takes its key/value cache by, and returns it under: ``cache`` where its forward
+    accepts that (transformers 5.24 deprecated ``past_key_values``), else ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 class AtmanGraph(torch.nn.Module):
@@ -46,10 +41,14 @@ class AtmanGraph(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.config = model.config
-        self.dims = dims(model.config)
-        self.embed = model.get_input_embeddings()
+        spec = architecture(model.config.model_type)
+        self.dims = dims(model.config, spec)
+        self.embed = model.get_input_embeddings()  # a module: Gemma scales inside it
         self.body = model.base_model
-        self.head = model.get_output_embeddings()
+        self.head = model.get_output_embeddings()  # a module: Phi's and GPT-J's biases
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.divisor = getattr(model.config, spec.logits_divisor) if spec.logits_divisor else None
+        self.cache_keyword = cache_keyword(self.body)
 
     def empty_past(self) -> list[torch.Tensor]:
         shape = (1, self.dims["kv_heads"], 0, self.dims["head_dim"])
@@ -67,18 +66,24 @@ class AtmanGraph(torch.nn.Module):
         past = past or tuple(self.empty_past())
         batch = input_ids.shape[0]
         pairs = [(past[i].expand(batch, -1, -1, -1), past[i + 1].expand(batch, -1, -1, -1)) for i in range(0, len(past), 2)]
-        cache = DynamicCache(ddp_cache_data=pairs, config=self.config)
+        # A cache of full layers, also for sliding-window models: every layer returns all keys, so the factors line
+        # up with them, and the mask alone enforces the window.
+        cache = DynamicCache(ddp_cache_data=pairs)
         embeds = self.embed(input_ids)
         out = self.body(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             atman_scale=attention_scale,
-            past_key_values=cache,
             use_cache=True,
+            **{self.cache_keyword: cache},
         )
         hidden = out.last_hidden_state
         index = label_positions[..., None].expand(-1, -1, hidden.shape[-1])
         logits = self.head(hidden.gather(1, index)).float()
+        if self.divisor is not None:  # Granite
+            logits = logits / self.divisor
+        if self.softcap is not None:  # Gemma 2 and 3
+            logits = torch.tanh(logits / self.softcap) * self.softcap
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels[..., None]).squeeze(-1)
-        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        present = [t for layer in getattr(out, self.cache_keyword).layers for t in (layer.keys, layer.values)]
         return (logprobs, logits, embeds.float(), *present)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from atman_onnx.models.graph import patch
+from atman_onnx.models.patch import patch
 
 
 @torch.no_grad()

@@ -21,20 +21,60 @@ CHAT_TEMPLATE = (
 MODES = ("log_additive", "multiplicative")
 
 
+WINDOW = 8  # sliding windows of the tiny models: shorter than the test prompts (about 20 tokens)
+SLIDING = {"sliding_window": WINDOW}
+# model_type -> what its tiny config sets beyond the common sizes: every quirk switched on and made large enough
+# to change the numbers (softcaps, multipliers, scalings that differ from head_dim ** -0.5, sliding layers).
+FAMILY_CONFIGS = {
+    "mistral": SLIDING,
+    "qwen2": {**SLIDING, "use_sliding_window": True, "max_window_layers": 1},
+    "qwen3": {**SLIDING, "use_sliding_window": True, "max_window_layers": 1, "head_dim": 16},
+    "qwen3_moe": {**SLIDING, "use_sliding_window": True, "head_dim": 16, "moe_intermediate_size": 32,
+                  "num_experts": 4, "num_experts_per_tok": 2},
+    "mixtral": {**SLIDING, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "gemma": {"head_dim": 16},
+    "gemma2": {**SLIDING, "head_dim": 16, "query_pre_attn_scalar": 10, "attn_logit_softcapping": 1.0,
+               "final_logit_softcapping": 2.0},
+    "gemma3_text": {**SLIDING, "head_dim": 16, "query_pre_attn_scalar": 10, "final_logit_softcapping": 3.0,
+                    "layer_types": ["sliding_attention", "full_attention"]},
+    "phi3": SLIDING,
+    "phi": {},
+    "smollm3": {**SLIDING, "use_sliding_window": True, "no_rope_layers": [1, 0]},
+    "granite": {"attention_multiplier": 0.3, "logits_scaling": 2.0, "embedding_multiplier": 3.0,
+                "residual_multiplier": 0.5},
+    "olmo2": {},
+    "stablelm": {},
+    "gpt_neox": {},
+    "starcoder2": SLIDING,
+    "gptj": {"rotary_dim": 8},
+}
+FAMILIES = ("gpt2", "llama", *FAMILY_CONFIGS)
+
+
 def tiny_config(arch: str, vocab_size: int):
-    """A small random config; Llama uses grouped-query attention (4 query heads over 2 key/value heads).
+    """A small random config; Llama uses grouped-query attention (4 query heads over 2 key/value heads), and so
+    does every other family that has key/value heads.
 
     Weights are drawn wider than the default (std 0.1, not 0.02) so that attention is peaked enough for
     suppression to move the log-probs measurably.
     """
-    from transformers import GPT2Config, LlamaConfig
+    from transformers import AutoConfig, GPT2Config, LlamaConfig
 
     if arch == "gpt2":
         return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128, initializer_range=0.1)
-    return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.1,
+    if arch == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.1,
+        )
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=128, initializer_range=0.1, bos_token_id=0, eos_token_id=0, pad_token_id=0,
     )
+    config = AutoConfig.for_model(arch, **common, **FAMILY_CONFIGS[arch])
+    if hasattr(config, "num_key_value_heads"):
+        config.num_key_value_heads = 2
+    return config
 
 
 @pytest.fixture(scope="session")

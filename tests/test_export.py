@@ -10,7 +10,8 @@ import pytest
 
 from atman_onnx.cli import main
 from atman_onnx.export.validate import compare, random_case, torch_outputs
-from atman_onnx.models.graph import AtmanGraph, patch
+from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.models.patch import patch
 from atman_onnx.core.contract import CONTRACT_VERSION, graph_inputs, graph_outputs, load_manifest, past_names
 from conftest import ARCHS, MODES
 
@@ -86,6 +87,24 @@ def test_unsupported_architecture_fails_in_one_line(tmp_path, capsys, tiny_token
     assert len(err.splitlines()) == 1
     assert "unsupported architecture 'opt'" in err and "llama" in err
     assert not (tmp_path / "out" / "atman.json").exists()
+
+
+def test_export_prints_one_line_per_stage_and_no_library_noise(tmp_path, tiny_model_dir):
+    """Without --verbose, `atman-onnx export` prints its stages and the result, none of what torch, torch.onnx,
+    onnxscript or transformers print, warn or log; run in a fresh process, so that nothing is captured away."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "atman_onnx.cli", "export", str(tiny_model_dir("llama")), str(tmp_path / "out")]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    printed = run.stdout + run.stderr
+    assert run.returncode == 0, printed
+    lines = printed.splitlines()
+    assert len(lines) <= 12, printed
+    assert [line.split()[0] for line in lines] == ["load", "trace", "optimise", "save", "validate", "write", "exported"]
+    assert lines[-1].startswith(f"exported llama (log_additive) to {tmp_path / 'out'}; validated against PyTorch: ")
+    assert "Warning" not in printed and "[torch.onnx]" not in printed and "[transformers]" not in printed
+    assert load_manifest(tmp_path / "out").validation["passed"]
 
 
 def test_missing_model_folder_fails_in_one_line(tmp_path, capsys):

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from atman_onnx.models.attention import manipulated_scores
-from atman_onnx.models.graph import AtmanGraph, patch
-from atman_onnx.models.registry import UnsupportedArchitectureError, family
+from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.models.patch import patch
+from atman_onnx.models.registry import UnsupportedArchitectureError, architecture
 from conftest import ARCHS, MODES, tiny_config
 
 
@@ -85,6 +86,6 @@ def test_graph_module_logprobs_match_logits():
 
 
 def test_unsupported_architecture_is_named():
-    assert family("qwen2") == "llama"
-    with pytest.raises(UnsupportedArchitectureError, match="'bert'.*supported: gpt2, llama, mistral, qwen2"):
-        family("bert")
+    assert architecture("qwen2").model_type == "qwen2" and "sliding_window" in architecture("qwen2").keywords
+    with pytest.raises(UnsupportedArchitectureError, match="'bert'; supported: gemma, gemma2, gemma3_text, gpt2, gpt_neox"):
+        architecture("bert")

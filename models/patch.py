@@ -1,0 +1,100 @@
+"""Switch a Hugging Face causal LM to AtMan attention, as its architecture's spec row says, and prove it took.
+
+``patch`` selects the registered AtMan attention for every layer, the exportable experts implementation of MoE
+families, and, where a decoder layer drops its keyword arguments, hooks that hand ``atman_scale`` on to its
+attention. ``probe`` runs the patched model once and checks that every layer's attention received the factors,
+so a family whose attention bypasses the registered function is refused instead of explained wrongly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface
+
+from atman_onnx.models.attention import atman_attention, implementation_name, register
+from atman_onnx.models.registry import Architecture, UnsupportedArchitectureError, architecture
+
+
+def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures."""
+    spec = architecture(model.config.model_type)
+    register()
+    name = implementation_name(mode)
+    model.config._attn_implementation = name
+    for sub in model.modules():
+        cfg = getattr(sub, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = name
+    if spec.experts:
+        model.set_experts_implementation(spec.experts)
+    if spec.relay_scale and not getattr(model, "_atman_relayed", False):
+        _relay_scale(model)
+    return model.eval()
+
+
+def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+    """(decoder layer, its attention module) for every layer."""
+    return [(layer, layer.self_attn) for layer in model.base_model.layers]
+
+
+def _relay_scale(model: torch.nn.Module) -> None:
+    """Hooks that take ``atman_scale`` from each decoder layer's keyword arguments and give it to its attention."""
+    for layer, attention in _attention_modules(model):
+
+        def take(module, args, kwargs, attention=attention):
+            attention._atman_scale = kwargs.get("atman_scale")
+
+        def give(module, args, kwargs):
+            if module._atman_scale is not None:
+                kwargs = {**kwargs, "atman_scale": module._atman_scale}
+            return args, kwargs
+
+        layer.register_forward_pre_hook(take, with_kwargs=True)
+        attention.register_forward_pre_hook(give, with_kwargs=True)
+    model._atman_relayed = True
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one forward pass of a patched model handed its attention function."""
+
+    layers: int  # attention calls that received atman_scale
+    keywords: frozenset[str]  # every keyword passed besides query, key, value, mask and atman_scale
+    scalings: tuple[float, ...]  # the scaling of each call
+
+
+def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
+    """Run the patched ``model`` once on ``length`` tokens, recording each attention call."""
+    name = implementation_name(mode)
+    calls: list[tuple[bool, frozenset[str], float]] = []
+
+    def recording(module, query, key, value, attention_mask, **kwargs):
+        calls.append((kwargs.get("atman_scale") is not None, frozenset(kwargs) - {"atman_scale"},
+                      float(kwargs.get("scaling") or 0.0)))
+        return atman_attention(module, query, key, value, attention_mask, mode=mode, **kwargs)
+
+    ids = torch.zeros(1, length, dtype=torch.long)
+    AttentionInterface.register(name, recording)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, atman_scale=torch.ones(1, length))
+    finally:
+        register()
+    return Probe(
+        sum(reached for reached, _, _ in calls), frozenset().union(*(k for _, k, _ in calls)),
+        tuple(s for _, _, s in calls),
+    )
+
+
+def check(model: torch.nn.Module, mode: str) -> Architecture:
+    """Refuse, in one line, a patched model whose attention does not receive the factors in every layer."""
+    spec = architecture(model.config.model_type)
+    found = probe(model, mode)
+    layers = model.config.num_hidden_layers
+    if found.layers != layers:
+        raise UnsupportedArchitectureError(
+            f"architecture {spec.model_type!r}: AtMan factors reached {found.layers} of {layers} attention layers"
+        )
+    return spec
