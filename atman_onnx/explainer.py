@@ -124,22 +124,11 @@ class Explainer:
             target_tokens = [f"{target} (vs {request.contrast})"]
         finished = time.perf_counter()
         return Explanation(
-            prompt=encoded.text,
-            target=target,
-            prompt_ids=encoded.ids,
-            target_ids=target_ids,
-            tokens=tokens,
-            units=units,
-            target_tokens=target_tokens,
-            relevance=scores[0],
-            mode=self.manifest.mode,
-            suppression_factor=float(request.factor),
-            conceptual_threshold=request.conceptual,
-            granularity=request.granularity,
-            contrast=request.contrast,
-            contrast_ids=contrast_ids,
-            model=self.manifest.source,
-            provider=self.graph.device,
+            prompt=encoded.text, target=target, prompt_ids=encoded.ids, target_ids=target_ids, tokens=tokens,
+            units=units, target_tokens=target_tokens, relevance=scores[0], mode=self.manifest.mode,
+            suppression_factor=float(request.factor), conceptual_threshold=request.conceptual,
+            granularity=request.granularity, contrast=request.contrast, contrast_ids=contrast_ids,
+            model=self.manifest.source, provider=self.graph.device,
             timings={
                 "generate_s": generated - started,
                 "explain_s": finished - generated,

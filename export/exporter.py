@@ -21,11 +21,6 @@ from pathlib import Path
 
 import torch
 
-from atman_onnx.export import precision as lighter
-from atman_onnx.export import source
-from atman_onnx.export.validate import describe, validate
-from atman_onnx.models.graph import AtmanGraph
-from atman_onnx.models.patch import check, patch
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
     GRAPH_FILE,
@@ -40,6 +35,11 @@ from atman_onnx.core.contract import (
     past_names,
 )
 from atman_onnx.core.errors import AtmanError
+from atman_onnx.export import precision as lighter
+from atman_onnx.export import source
+from atman_onnx.export.validate import describe, validate
+from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.models.patch import check, patch
 
 DEFAULT_OPSET = 18
 TWO_GB = 2 * 1024**3

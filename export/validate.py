@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atman_onnx.models.graph import AtmanGraph
 from atman_onnx.core.contract import INPUTS, graph_outputs, past_names
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export.precision import PrecisionError
+from atman_onnx.models.graph import AtmanGraph
 
 # keys/values are raw activations, on a larger scale than log-probs, so their float32 noise is larger in absolute terms;
 # what they feed is checked through label_logprobs in the cached-prefix case.
