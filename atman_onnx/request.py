@@ -140,9 +140,8 @@ _TYPES: dict[str, Callable[[str, Any], None]] = {
 
 def _check_values(r: ExplainRequest) -> None:
     """The checks that need more than a field's type."""
-    if isinstance(r.prompt, str) and not r.prompt.strip() or not isinstance(r.prompt, str) and not any(
-        m["content"].strip() for m in r.prompt
-    ):
+    texts = [r.prompt] if isinstance(r.prompt, str) else [m["content"] for m in r.prompt]
+    if not any(text.strip() for text in texts):
         raise InputError("the prompt is empty")
     if r.target is not None and not r.target:
         raise InputError("the target is empty")
