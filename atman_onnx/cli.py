@@ -1,4 +1,5 @@
-"""The command line: ``atman-onnx export`` (needs the export extra) and ``atman-onnx explain`` (runtime only)."""
+"""The command line: ``atman-onnx export`` (needs the export extra), ``atman-onnx explain`` (runtime only) and
+``atman-onnx serve`` (needs the serve extra)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,29 @@ def _explain(args: argparse.Namespace) -> None:
         print(f"wrote {args.html}", file=sys.stderr)
 
 
+SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        from atman_onnx.serve.config import ServeConfig
+        from atman_onnx.serve.server import serve
+    except ModuleNotFoundError as exc:
+        if exc.name not in SERVE_MODULES:
+            raise
+        raise AtmanError(
+            f"serve needs the serve extra (`pip install \"atman-onnx[serve]\"`): no module {exc.name!r}"
+        ) from None
+    origins = tuple(o.strip() for given in args.allowed_origins or [] for o in given.split(",") if o.strip())
+    serve(ServeConfig(
+        folders=tuple(args.dirs), host=args.host, port=args.port, max_concurrent=args.max_concurrent,
+        max_queued=args.max_queued, threads=args.threads, provider=args.provider,
+        memory_budget_mb=args.memory_budget_mb, api_key=args.api_key or os.environ.get("ATMAN_ONNX_API_KEY") or None,
+        allowed_origins=origins, request_timeout=args.request_timeout, max_body_bytes=args.max_body_bytes,
+        max_input_tokens=args.max_input_tokens, graceful_timeout=args.graceful_timeout,
+    ))
+
+
 def _request_options(ex: argparse.ArgumentParser) -> None:
     """One flag per ``ExplainRequest`` field, its help from the field's description; flags not given are left out,
     so the request's own defaults apply."""
@@ -152,6 +176,31 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=int, help="intra-op threads for ONNX Runtime")
     ex.add_argument("--quiet", action="store_true", help="no progress bar and no provider line")
     ex.set_defaults(run=_explain)
+
+    srv = commands.add_parser("serve", help="serve explanations over HTTP (needs the serve extra)")
+    srv.add_argument("dirs", nargs="+", metavar="DIR",
+                     help="exported folders; each model is named by its folder's name")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    srv.add_argument("--max-concurrent", type=int, default=1, help="explanations running at once (default 1)")
+    srv.add_argument("--max-queued", type=int, default=8,
+                     help="explanations waiting for a slot (default 8); beyond them: 503 with Retry-After")
+    srv.add_argument("--threads", type=int, help="intra-op threads for each ONNX Runtime session")
+    srv.add_argument("--provider", help="cpu or cuda (default: the best that loads)")
+    srv.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB,
+                     help=f"activation memory one graph call may use (default {DEFAULT_MEMORY_BUDGET_MB})")
+    srv.add_argument("--api-key", help="require this key on /v1/* (`Authorization: Bearer KEY`); "
+                     "default: $ATMAN_ONNX_API_KEY, else no key")
+    srv.add_argument("--allowed-origins", action="append", metavar="ORIGINS",
+                     help="comma-separated origins allowed by CORS (default: none, CORS off)")
+    srv.add_argument("--request-timeout", type=float, default=300.0,
+                     help="seconds an explanation may take, queue included, before it is cancelled (default 300)")
+    srv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body (default 1000000)")
+    srv.add_argument("--max-input-tokens", type=int,
+                     help="most prompt and target tokens in one request (default: the model's positions)")
+    srv.add_argument("--graceful-timeout", type=float, default=30.0,
+                     help="seconds to drain on SIGTERM before exiting (default 30)")
+    srv.set_defaults(run=_serve)
     return root
 
 

@@ -174,7 +174,7 @@ class Curves:
         return np.array([self.cache[row.tobytes()] for row in rows])
 
     def areas(self, token_scores: np.ndarray, candidates: np.ndarray, factor: float) -> dict:
-        deletion, insertion = perturbation_rows(token_scores, candidates, len(self.fed), FRACTIONS, factor)
+        deletion, insertion = perturbation_rows(token_scores, candidates, self.shared.n_fed, FRACTIONS, factor)
         d = self.logprobs(deletion) - self.base
         i = self.logprobs(insertion) - self.base
         return {"deletion_auc": curve_area(FRACTIONS, d), "insertion_auc": curve_area(FRACTIONS, i),

@@ -1,0 +1,199 @@
+"""The FastAPI application: routes of a few lines each over the models, the scheduler and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from atman_onnx import __version__
+from atman_onnx.core.errors import AtmanError
+from atman_onnx.explanation import Explanation
+from atman_onnx.request import ExplainRequest
+from atman_onnx.serve import schema
+from atman_onnx.serve.config import ServeConfig
+from atman_onnx.serve.errors import STATUS, ApiError, as_api_error
+from atman_onnx.serve.guards import check_key, json_body
+from atman_onnx.serve.jobs import Scheduler, outcome, reply, stream
+from atman_onnx.serve.metrics import CountRequests, Metrics
+from atman_onnx.serve.models import ServedModel, pick
+from atman_onnx.serve.page import page
+
+log = logging.getLogger("atman_onnx.serve")
+
+
+class Service:
+    """What the routes share: settings, models, scheduler, metrics, and whether it is ready or draining."""
+
+    def __init__(self, config: ServeConfig, models: dict[str, ServedModel]):
+        self.config, self.models = config, models
+        self.metrics = Metrics()
+        self.scheduler = Scheduler(config.max_concurrent, config.max_queued, config.request_timeout, self.metrics)
+        self.ready = self.draining = False
+        self.warm_up_error: str | None = None
+
+    async def warm_up(self) -> None:
+        """Run each model once off the event loop; ready only when all have run."""
+        try:
+            for model in self.models.values():
+                await asyncio.get_running_loop().run_in_executor(None, model.warm_up)
+            self.ready = True
+        except Exception as exc:  # noqa: BLE001 - reported by /ready, the service stays up
+            self.warm_up_error = f"warm-up failed: {type(exc).__name__}: {exc}"
+            log.error(self.warm_up_error)
+
+    def unavailable(self) -> ApiError | None:
+        """Why new explanations get 503 now (warming up, or draining); None when they are admitted."""
+        if self.draining:
+            return ApiError("draining", "the service is shutting down", headers={"Retry-After": "5"})
+        if not self.ready:
+            return ApiError("not_ready", self.warm_up_error or "the models are still warming up",
+                            headers={"Retry-After": "1"})
+        return None
+
+
+def _explain_docs() -> dict:
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema.explain_request()}}},
+        "responses": {
+            "200": {"description": "the explanation; with `Accept: text/event-stream`, Server-Sent Events: "
+                    "`progress` ({done, total}) after every batch, then one `result` (this object) or `error`",
+                    "content": {"application/json": {"schema": schema.explanation()},
+                                "text/event-stream": {"schema": {"type": "string"}}}},
+            **{str(status): {"description": kinds, "content": {"application/json": {"schema": schema.ERROR}}}
+               for status, kinds in _error_statuses().items()},
+        },
+    }
+
+
+def _error_statuses() -> dict[int, str]:
+    by_status: dict[int, list[str]] = {}
+    for kind, status in {**STATUS, "timeout": 504}.items():
+        by_status.setdefault(status, []).append(kind)
+    return {s: ", ".join(k) for s, k in by_status.items()}
+
+
+def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
+    """The application serving ``models`` under ``config``'s limits (``app.state.service`` holds its state)."""
+    service = Service(config, models)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warming = asyncio.create_task(service.warm_up())
+        yield
+        warming.cancel()
+        service.scheduler.close()
+
+    app = FastAPI(title="atman-onnx", version=__version__, lifespan=lifespan,
+                  description="AtMan explanations of exported generative transformers, through ONNX Runtime.")
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        if exc.kind in STATUS:
+            service.metrics.rejections.labels(exc.kind).inc()
+        return JSONResponse(exc.body, exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
+        return JSONResponse({"error": message, "type": kind}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(as_api_error(exc).body, 500)
+
+    @app.get("/health", summary="alive: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/ready", summary="200 once every model is loaded and warmed up; 503 before, and while draining")
+    async def ready() -> JSONResponse:
+        down = service.unavailable()
+        return JSONResponse(down.body, down.status) if down else JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        body, kind = service.metrics.exposition()
+        return Response(body, media_type=kind)
+
+    @app.get("/", response_class=HTMLResponse, summary="a page to explain a prompt and read the report")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page(list(models), config.api_key is not None))
+
+    def authorised(request: Request) -> None:
+        check_key(request, config.api_key)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
+
+    @v1.get("/models", summary="the served models and the service's limits")
+    async def list_models() -> dict:
+        return {"models": [m.describe(config) for m in models.values()]}
+
+    @v1.post("/tokenize", summary="the prompt's tokens, with their character offsets",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": schema.tokenize_request()}}}})
+    async def tokenize(request: Request) -> dict:
+        body = await json_body(request, config.max_body_bytes)
+        model = pick(models, body.pop("model", None))
+        with _invalid():
+            return model.tokenize(body)
+
+    @v1.post("/explain", summary="explain a completion (JSON, or Server-Sent Events with progress)",
+             openapi_extra=_explain_docs())
+    async def explain(request: Request) -> Response:
+        body = await json_body(request, config.max_body_bytes)
+        model = pick(models, body.pop("model", None))
+        with _invalid():
+            explain_request = ExplainRequest.from_dict(body)
+            model.check_size(explain_request, config)
+        down = service.unavailable()
+        if down:
+            raise down
+        job = service.scheduler.submit(model.name, model.explainer, explain_request)
+        headers = {"X-Request-ID": job.id}
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return StreamingResponse(stream(job, request.is_disconnected), media_type="text/event-stream",
+                                     headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            explanation = await outcome(job, request.is_disconnected)
+        except Exception as exc:  # noqa: BLE001 - mapped to its status
+            error = as_api_error(exc)
+            raise ApiError(error.kind, error.message, error.status, {**error.headers, **headers}) from exc
+        return Response(reply(job, explanation), media_type="application/json", headers=headers)
+
+    @v1.post("/report", response_class=HTMLResponse, summary="the HTML report of an explanation (as --html writes)")
+    async def report(request: Request) -> HTMLResponse:
+        body = await json_body(request, config.max_body_bytes)
+        body.pop("request_id", None)
+        with _invalid():
+            try:
+                explanation = Explanation.from_json(json.dumps(body))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise AtmanError(f"not an explanation: {type(exc).__name__}: {exc}") from None
+        return HTMLResponse(explanation.to_html())
+
+    app.include_router(v1)
+    if config.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "Accept"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(CountRequests, metrics=service.metrics)
+    return app
+
+
+@contextmanager
+def _invalid() -> Iterator[None]:
+    """Turn the library's one-line errors (``AtmanError``) into 422 ``invalid_request`` replies."""
+    try:
+        yield
+    except AtmanError as exc:
+        raise ApiError("invalid_request", str(exc)) from None

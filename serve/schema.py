@@ -1,0 +1,88 @@
+"""OpenAPI schemas of the bodies, written from the library's own descriptions: each ``ExplainRequest`` field's
+``metadata["doc"]`` and the meaning of each ``Explanation.to_dict()`` key."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields
+from typing import Any
+
+from atman_onnx.explanation import JSON_VERSION
+from atman_onnx.request import ExplainRequest
+
+_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
+    "role": {"type": "string"}, "content": {"type": "string"}}}}
+_SPANS = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
+# each annotation of ExplainRequest's fields (strings, under postponed evaluation) -> its JSON schema; a field of
+# another annotation is still described, untyped (a test checks every field is typed)
+_TYPES: dict[str, dict[str, Any]] = {
+    "str | Messages": {"anyOf": [{"type": "string"}, _MESSAGES]},
+    "str": {"type": "string"}, "str | None": {"type": ["string", "null"]},
+    "float": {"type": "number"}, "float | None": {"type": ["number", "null"]},
+    "int": {"type": "integer"}, "int | None": {"type": ["integer", "null"]}, "bool": {"type": "boolean"},
+    "tuple[tuple[int, int], ...] | None": {"anyOf": [_SPANS, {"type": "null"}]},
+}
+MODEL_FIELD = {"type": "string", "description": "the served model's name (its folder's name); optional when the "
+               "service serves one model"}
+
+EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
+    "format_version": ({"type": "integer", "const": JSON_VERSION}, "version of this JSON format"),
+    "prompt": ({"type": "string"}, "the text explained (a chat prompt as rendered by the template)"),
+    "target": ({"type": "string"}, "the completion explained (given, or generated greedily)"),
+    "prompt_ids": ({"type": "array", "items": {"type": "integer"}}, "the prompt's token ids"),
+    "target_ids": ({"type": "array", "items": {"type": "integer"}},
+                   "the target's token ids; the model is fed prompt_ids + target_ids[:-1]"),
+    "tokens": ({"type": "array", "items": {"type": "object"}},
+               "one per fed position: text, start/end (character span in prompt, or in target for segment "
+               "'target'), segment"),
+    "target_tokens": ({"type": "array", "items": {"type": "string"}},
+                      "the text of each target token (with contrast: one entry, the comparison)"),
+    "units": ({"type": "array", "items": {"type": "object"}},
+              "one per row of relevance: text, start/end, segment, positions (the fed positions suppressed "
+              "together), location (a text span or an image box)"),
+    "relevance": ({"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                  "one row per unit, one value per target token: CE_j(t) - CE_0(t), the rise of the target "
+                  "token's cross-entropy when the unit is suppressed"),
+    "relevance_total": ({"type": "array", "items": {"type": "number"}}, "each row summed over the target tokens"),
+    "mode": ({"type": "string"}, "log_additive or multiplicative (fixed at export)"),
+    "suppression_factor": ({"type": "number"}, "the suppression factor used"),
+    "conceptual_threshold": ({"type": ["number", "null"]}, "the conceptual threshold used (null: off)"),
+    "granularity": ({"type": "string"}, "the unit of suppression"),
+    "contrast": ({"type": ["string", "null"]}, "the contrastive alternative (null: none)"),
+    "contrast_ids": ({"type": ["array", "null"], "items": {"type": "integer"}}, "its token ids (null: none)"),
+    "model": ({"type": "string"}, "where the model came from (the manifest's source)"),
+    "provider": ({"type": "string"}, "cpu or cuda"),
+    "timings": ({"type": "object"}, "seconds spent (generate_s, explain_s, total_s) and the work done (passes, "
+                "batch_size, schedule, positions_computed)"),
+    "request_id": ({"type": "string"}, "this request's id (also in the X-Request-ID header)"),
+}
+
+
+def explain_request() -> dict[str, Any]:
+    """The body of ``POST /v1/explain``: every ``ExplainRequest`` field, described by its own doc, plus ``model``."""
+    properties: dict[str, Any] = {"model": MODEL_FIELD}
+    required = []
+    for f in fields(ExplainRequest):
+        properties[f.name] = {**_TYPES.get(str(f.type), {}), "description": f.metadata["doc"]}
+        if f.default is MISSING:
+            required.append(f.name)
+        else:
+            properties[f.name]["default"] = f.default
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
+
+def explanation() -> dict[str, Any]:
+    """The success reply of ``POST /v1/explain``: ``Explanation.to_json()``'s object plus ``request_id``."""
+    return {"type": "object", "required": list(EXPLANATION_FIELDS),
+            "properties": {k: {**s, "description": d} for k, (s, d) in EXPLANATION_FIELDS.items()}}
+
+
+def tokenize_request() -> dict[str, Any]:
+    doc = next(f.metadata["doc"] for f in fields(ExplainRequest) if f.name == "prompt")
+    return {"type": "object", "additionalProperties": False, "required": ["prompt"],
+            "properties": {"model": MODEL_FIELD, "prompt": {**_TYPES["str | Messages"], "description": doc}}}
+
+
+ERROR = {"type": "object", "required": ["error", "type"], "properties": {
+    "error": {"type": "string", "description": "one line naming the problem, as the command line prints it"},
+    "type": {"type": "string", "description": "invalid_request, not_found, too_large, unsupported_media_type, "
+             "unauthorized, overloaded, draining, not_ready, timeout, cancelled or internal"}}}

@@ -1,0 +1,554 @@
+"""The HTTP service end to end: real uvicorn servers in subprocesses (`atman-onnx serve`), httpx as the client.
+
+Two tiny Llama exports are served: the session's `tiny_export("llama", "log_additive")` (128 positions, fast) and
+one with 1024 positions, whose long prompts at batch size 1 make explanations slow enough to overlap, cancel and
+drain. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atman_onnx import Explainer, Explanation, ExplainRequest
+from atman_onnx.core.contract import load_manifest
+from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.text import TextCodec
+
+httpx = pytest.importorskip("httpx")
+for _module in ("fastapi", "uvicorn", "prometheus_client"):
+    pytest.importorskip(_module)
+
+from conftest import CORPUS, tiny_config  # noqa: E402
+
+KEY = "s3cret-key"
+PROMPT = "The quick brown fox jumps over the lazy dog. The dog sleeps in the"
+TARGET = " sun."
+SERVE = [sys.executable, "-m", "atman_onnx.cli", "serve"]
+SSE = {"accept": "text/event-stream"}
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class Server:
+    """`atman-onnx serve` on a free loopback port; ready once `/ready` answers 200."""
+
+    def __init__(self, folders: list[Path], log: Path, *options: str, env: dict[str, str] | None = None):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log, self._output = log, log.open("w")
+        self.proc = subprocess.Popen(
+            [*SERVE, *map(str, folders), "--port", str(self.port), "--provider", "cpu", "--threads", "1", *options],
+            stdout=self._output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited: {self.log.read_text()}"
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"server not ready in 90 s: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._output.close()
+
+
+@pytest.fixture(scope="module")
+def long_export(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny random Llama with 1024 positions (the session's has 128), exported once for this module."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from atman_onnx.export.exporter import export
+
+    torch.manual_seed(0)
+    config = tiny_config("llama", len(tiny_tokenizer))
+    config.max_position_embeddings = 1024
+    source = tmp_path_factory.mktemp("hf-long")
+    AutoModelForCausalLM.from_config(config).save_pretrained(source)
+    tiny_tokenizer.save_pretrained(source)
+    out = tmp_path_factory.mktemp("serve-long")
+    export(str(source), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_export) -> Path:
+    return tiny_export("llama", "log_additive")
+
+
+@pytest.fixture(scope="module")
+def server(tiny, long_export, tmp_path_factory):
+    """One explanation at a time and none queued, a 2 s timeout, small body and token limits."""
+    srv = Server([tiny, long_export], tmp_path_factory.mktemp("logs") / "main.log", "--max-concurrent", "1",
+                 "--max-queued", "0", "--request-timeout", "2", "--max-body-bytes", "20000",
+                 "--max-input-tokens", "1000")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def slow_prompt(folder: Path, n_tokens: int) -> str:
+    """A prompt of about ``n_tokens`` tokens of the corpus: slow to explain at batch size 1."""
+    codec = TextCodec(folder, load_manifest(folder).special_tokens)
+    ids = codec.encode(" ".join(CORPUS * 60)).ids[:n_tokens]
+    return codec.decode(ids)
+
+
+def slow_body(folder: Path, n_tokens: int = 500) -> dict:
+    return {"model": folder.name, "prompt": slow_prompt(folder, n_tokens), "target": TARGET, "batch_size": 1}
+
+
+def events(lines) -> list[tuple[str, dict]]:
+    """Server-Sent Events from an iterator of lines: (event, data)."""
+    out, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            out.append((name, json.loads(line[6:])))
+    return out
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """A sample's value in Prometheus text (0 when absent)."""
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for(check, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def wait_idle(client) -> None:
+    """Until no explanation runs or waits (one cancelled by an earlier test stops within a batch)."""
+    def idle() -> bool:
+        text = client.get("/metrics").text
+        return metric(text, "atman_in_flight") == 0 and metric(text, "atman_queue_depth") == 0
+
+    wait_for(idle)
+
+
+def first_progress(response) -> None:
+    """Read a stream until its first progress event: the explanation is then running."""
+    for line in response.iter_lines():
+        if line == "event: progress":
+            return
+    raise AssertionError("stream ended before any progress")
+
+
+def test_explain_equals_library(client, tiny):
+    body = {"prompt": PROMPT, "target": TARGET, "granularity": "word", "conceptual": 0.7}
+    reply = client.post("/v1/explain", json={"model": tiny.name, **body})
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    assert data["request_id"] and reply.headers["x-request-id"] == data["request_id"]
+    expected = Explainer.load(tiny, provider="cpu", threads=1).run(ExplainRequest.from_dict(body))
+    np.testing.assert_allclose(np.array(data["relevance"]), expected.relevance, atol=1e-5)
+    assert np.abs(expected.relevance).max() > 1e-3  # a comparison of real numbers, not of zeros
+    reference = json.loads(expected.to_json())
+    for key in ("prompt_ids", "target_ids", "tokens", "units", "target_tokens", "granularity", "format_version"):
+        assert data[key] == reference[key], key
+    assert set(data) == set(reference) | {"request_id"}
+
+
+def test_explain_stream(client, tiny):
+    body = {"model": tiny.name, "prompt": PROMPT, "target": TARGET, "batch_size": 2}
+    with client.stream("POST", "/v1/explain", json=body, headers=SSE) as reply:
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        got = events(reply.iter_lines())
+    progress = [data for name, data in got if name == "progress"]
+    assert len(progress) >= 2 and [name for name, _ in got[:-1]] == ["progress"] * (len(got) - 1)
+    assert all(a["done"] < b["done"] for a, b in zip(progress, progress[1:], strict=False))
+    assert progress[-1]["done"] == progress[-1]["total"]
+    name, result = got[-1]
+    assert name == "result" and result["request_id"]
+    direct = client.post("/v1/explain", json=body).json()
+    np.testing.assert_allclose(result["relevance"], direct["relevance"], atol=1e-5)
+
+
+def test_tokenize(client, tiny):
+    reply = client.post("/v1/tokenize", json={"model": tiny.name, "prompt": PROMPT})
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    encoded = TextCodec(tiny, load_manifest(tiny).special_tokens).encode(PROMPT)
+    assert [t["id"] for t in data["tokens"]] == encoded.ids
+    assert [(t["start"], t["end"]) for t in data["tokens"]] == encoded.offsets
+    assert data["text"] == PROMPT and all(t["text"] for t in data["tokens"])
+    bad = client.post("/v1/tokenize", json={"model": tiny.name, "prompt": PROMPT, "target": "x"})
+    assert bad.status_code == 422 and bad.json()["error"].startswith("unknown field 'target'")
+
+
+def test_models(client, tiny, long_export):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert set(models) == {tiny.name, long_export.name}
+    tiny_model = models[tiny.name]
+    manifest = load_manifest(tiny)
+    assert tiny_model["source"] == manifest.source and tiny_model["mode"] == "log_additive"
+    assert tiny_model["precision"] == "fp32" and tiny_model["provider"] == "cpu"
+    assert tiny_model["max_positions"] == manifest.max_positions == 128
+    assert tiny_model["limits"]["max_concurrent"] == 1 and tiny_model["limits"]["max_queued"] == 0
+    assert tiny_model["limits"]["max_input_tokens"] == 128  # the model's positions, below --max-input-tokens
+    assert models[long_export.name]["limits"]["max_input_tokens"] == 1000
+
+
+def test_health_ready_docs_and_page(client):
+    assert client.get("/health").json() == {"status": "alive"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "<textarea" in page.text and "v1/explain" in page.text
+
+
+def test_openapi_describes_every_field(client, tiny):
+    spec = client.get("/openapi.json").json()["paths"]["/v1/explain"]["post"]
+    request = spec["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    for f in fields(ExplainRequest):
+        assert request[f.name]["description"] == f.metadata["doc"], f.name
+        assert "type" in request[f.name] or "anyOf" in request[f.name], f.name
+    assert request["model"]["description"]
+    reply = spec["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+    data = client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET}).json()
+    assert set(reply) == set(data) and all(p["description"] for p in reply.values())
+    assert {"401", "404", "413", "415", "422", "503"} <= set(spec["responses"])
+
+
+def test_report_uses_the_html_renderer(client, tiny):
+    data = client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET}).json()
+    page = client.post("/v1/report", json=data)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    data.pop("request_id")
+    assert page.text == Explanation.from_json(json.dumps(data)).to_html()
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (its fds 3 and 4): no extra packages."""
+
+    def __init__(self, profile: Path):
+        child_in, self._to = os.pipe()
+        self._from, child_out = os.pipe()
+
+        def onto_3_and_4() -> None:
+            into, out = os.dup(child_in), os.dup(child_out)
+            os.dup2(into, 3)
+            os.dup2(out, 4)
+
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
+             "--remote-debugging-pipe", "about:blank"],
+            preexec_fn=onto_3_and_4, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(child_in)
+        os.close(child_out)
+        self._buffer, self._id = b"", 0
+
+    def call(self, method: str, session: str | None = None, timeout: float = 30.0, **params) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        os.write(self._to, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._id:
+                    if "error" in reply:
+                        raise RuntimeError(reply["error"]["message"])
+                    return reply["result"]
+            left = deadline - time.monotonic()
+            assert left > 0, f"Chromium did not answer {method} in {timeout} s"
+            if select.select([self._from], [], [], left)[0]:
+                chunk = os.read(self._from, 1 << 16)
+                assert chunk, "Chromium closed its pipe"
+                self._buffer += chunk
+
+    def evaluate(self, session: str, expression: str, timeout: float = 30.0):
+        result = self.call("Runtime.evaluate", session, timeout, expression=expression, awaitPromise=True,
+                           returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        os.close(self._to)
+        os.close(self._from)
+
+
+PAGE_RUN = """(async () => {
+  const el = id => document.getElementById(id), sleep = ms => new Promise(r => setTimeout(r, ms));
+  el("model").value = MODEL; el("prompt").value = PROMPT; el("target").value = TARGET;
+  let most = 0;
+  const watch = setInterval(() => { most = Math.max(most, el("bar").value); }, 2);
+  el("form").requestSubmit();
+  for (let i = 0; i < 600 && !/^(done|error)/.test(el("status").textContent); i++) await sleep(50);
+  clearInterval(watch);
+  return {status: el("status").textContent, report: el("report").srcdoc, shown: !el("report").hidden, most};
+})()"""
+
+
+def test_page_explains_in_a_browser(server, tiny, tmp_path):
+    """`GET /` in headless Chromium: fill in the form, submit, watch the bar move, get the report."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        target = browser.call("Target.createTarget", url=server.url + "/")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        loaded = 'document.readyState === "complete" && !!document.getElementById("form")'
+
+        def page_loaded() -> bool:
+            try:
+                return bool(browser.evaluate(session, loaded))
+            except (AssertionError, RuntimeError):  # the context is replaced while the page loads
+                return False
+
+        wait_for(page_loaded, timeout=30)
+        fills = {"MODEL": tiny.name, "PROMPT": PROMPT, "TARGET": TARGET}
+        script = PAGE_RUN
+        for name, value in fills.items():
+            script = script.replace(f"= {name};", f"= {json.dumps(value)};")
+        got = browser.evaluate(session, script, timeout=60)
+    finally:
+        browser.close()
+    assert got["status"].startswith("done in"), got["status"]
+    assert got["shown"] and got["most"] > 0
+    assert "<h1>AtMan explanation</h1>" in got["report"] and "sun" in got["report"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"temperature": 0.5}, "temperature"),
+    ({"factor": "0.1"}, "factor"),
+    ({"batch_size": 0}, None),
+])
+def test_invalid_requests_are_422_with_the_library_message(client, tiny, body, field):
+    full = {"prompt": PROMPT, "target": TARGET, **body}
+    with pytest.raises(InputError) as expected:
+        ExplainRequest.from_dict(full)
+    reply = client.post("/v1/explain", json={"model": tiny.name, **full})
+    assert reply.status_code == 422
+    assert reply.json() == {"error": str(expected.value), "type": "invalid_request"}
+    if field:
+        assert repr(field) in reply.json()["error"]
+
+
+def test_other_refusals(client, tiny, long_export):
+    def post(path="/v1/explain", **kwargs):
+        return client.post(path, **kwargs)
+
+    assert post(content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert post(json=[1, 2]).json()["type"] == "invalid_request"
+    assert post(content=b"[" * 15000, headers={"content-type": "application/json"}).status_code == 422
+    several = post(json={"prompt": PROMPT})
+    assert several.status_code == 422 and "field 'model' is required" in several.json()["error"]
+    unknown = post(json={"model": "nope", "prompt": PROMPT})
+    assert unknown.status_code == 404 and unknown.json() == {
+        "error": f"unknown model 'nope'; models: {tiny.name}, {long_export.name}", "type": "not_found"}
+    wrong_type = post(content=b'{"prompt": "x"}', headers={"content-type": "text/plain"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["type"] == "unsupported_media_type"
+    big = post(json={"model": tiny.name, "prompt": "a" * 30000})
+    assert big.status_code == 413 and big.json()["type"] == "too_large"
+    chunked = post(content=iter([b'{"prompt": "', b"a" * 15000, b"a" * 15000, b'"}']),
+                   headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and "more than 20000 bytes" in chunked.json()["error"]
+    long = post(json={"model": long_export.name, "prompt": slow_prompt(long_export, 1100), "target": TARGET})
+    assert long.status_code == 422 and "this service takes at most 1000" in long.json()["error"]
+    past_positions = post(json={"model": tiny.name, "prompt": slow_prompt(tiny, 200), "target": TARGET})
+    assert past_positions.status_code == 422 and "at most 128" in past_positions.json()["error"]
+    assert client.get("/v1/nothing").status_code == 404
+
+
+def test_overloaded_is_503_at_once(server, client, long_export):
+    with httpx.Client(base_url=server.url, timeout=30) as other:
+        with client.stream("POST", "/v1/explain", json=slow_body(long_export, 700), headers=SSE) as first:
+            first_progress(first)
+            started = time.monotonic()
+            second = other.post("/v1/explain", json=slow_body(long_export))
+            assert time.monotonic() - started < 3  # at once, not after the first one
+    assert second.status_code == 503 and second.json()["type"] == "overloaded"
+    assert int(second.headers["retry-after"]) >= 1
+    wait_idle(client)
+
+
+def test_disconnect_cancels_and_frees_the_slot(client, tiny, long_export):
+    def cancelled() -> float:
+        return metric(client.get("/metrics").text, "atman_cancellations_total", reason="disconnected")
+
+    wait_idle(client)
+    before = cancelled()
+    with httpx.Client(base_url=client.base_url, timeout=30) as gone:
+        with gone.stream("POST", "/v1/explain", json=slow_body(long_export), headers=SSE) as reply:
+            first_progress(reply)
+    wait_for(lambda: cancelled() > before)
+    assert metric(client.get("/metrics").text, "atman_in_flight") == 0
+    after = client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET})
+    assert after.status_code == 200, after.text
+    with pytest.raises(httpx.ReadTimeout):  # a JSON (not streamed) request whose client gives up is cancelled too
+        client.post("/v1/explain", json=slow_body(long_export), timeout=0.5)
+    wait_for(lambda: cancelled() > before + 1)
+    assert client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET}).status_code == 200
+
+
+def test_timeout_cancels(client, tiny, long_export):
+    wait_idle(client)
+    started = time.monotonic()
+    reply = client.post("/v1/explain", json=slow_body(long_export, 900))
+    assert reply.status_code == 504 and reply.json()["type"] == "timeout", reply.text
+    assert time.monotonic() - started < 10
+    assert metric(client.get("/metrics").text, "atman_cancellations_total", reason="timeout") >= 1
+    assert client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET}).status_code == 200
+
+
+def test_metrics(client, tiny):
+    client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET})
+    client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "temperature": 1})
+    text = client.get("/metrics").text
+    assert metric(text, "atman_http_requests_total", route="/v1/explain", status="200") >= 1
+    assert metric(text, "atman_http_requests_total", route="/v1/explain", status="422") >= 1
+    assert metric(text, "atman_rejections_total", reason="invalid_request") >= 1
+    assert metric(text, "atman_perturbation_passes_total", model=tiny.name) > 0
+    assert metric(text, "atman_http_request_duration_seconds_count", route="/v1/explain") >= 2
+    for gauge in ("atman_queue_depth", "atman_in_flight"):
+        assert f"\n{gauge} " in text
+
+
+@pytest.fixture(scope="module")
+def keyed(long_export, tmp_path_factory):
+    """A second server: its key from ATMAN_ONNX_API_KEY, two explanations at once, CORS for one origin, and a 30 s
+    graceful timeout."""
+    srv = Server([long_export], tmp_path_factory.mktemp("logs") / "keyed.log", "--graceful-timeout", "30",
+                 "--max-concurrent", "2", "--allowed-origins", "http://example.org", env={"ATMAN_ONNX_API_KEY": KEY})
+    yield srv
+    srv.stop()
+
+
+def test_api_key(keyed):
+    url = keyed.url
+    assert httpx.get(url + "/v1/models", timeout=10).status_code == 401
+    wrong = httpx.get(url + "/v1/models", headers={"authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["type"] == "unauthorized"
+    assert httpx.post(url + "/v1/explain", json={"prompt": PROMPT}, timeout=10).status_code == 401
+    assert httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {KEY}"}, timeout=10).status_code == 200
+    assert httpx.get(url + "/v1/models", headers={"x-api-key": KEY}, timeout=10).status_code == 200
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+
+
+def test_cors_only_when_allowed(keyed, client):
+    preflight = {"origin": "http://example.org", "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization, content-type"}
+    allowed = httpx.options(keyed.url + "/v1/explain", headers=preflight, timeout=10)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://example.org"
+    other = httpx.options(keyed.url + "/v1/explain", headers={**preflight, "origin": "http://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in other.headers
+    assert "access-control-allow-origin" not in client.get("/health", headers={"origin": "http://example.org"}).headers
+
+
+def test_concurrent_explanations_share_one_session(keyed, long_export):
+    bodies = [{"prompt": slow_prompt(long_export, n), "target": TARGET, "batch_size": 4} for n in (180, 200)]
+
+    def explain(body: dict) -> dict:
+        reply = httpx.post(keyed.url + "/v1/explain", json=body, headers={"x-api-key": KEY}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(explain, bodies))
+    explainer = Explainer.load(long_export, provider="cpu", threads=1)
+    for body, data in zip(bodies, got, strict=True):
+        expected = explainer.run(ExplainRequest.from_dict(body))
+        np.testing.assert_allclose(np.array(data["relevance"]), expected.relevance, atol=1e-5)
+    assert got[0]["request_id"] != got[1]["request_id"]
+
+
+def test_sigterm_drains(keyed, long_export):
+    headers = {"authorization": f"Bearer {KEY}", **SSE}
+    running, got = threading.Event(), []
+
+    def explain() -> None:
+        with httpx.stream("POST", keyed.url + "/v1/explain", json=slow_body(long_export, 600), headers=headers,
+                          timeout=60) as reply:
+            lines = reply.iter_lines()
+            for line in lines:
+                if line == "event: progress":
+                    running.set()
+                    break
+            got.extend(events(lines))
+
+    worker = threading.Thread(target=explain, daemon=True)
+    worker.start()
+    assert running.wait(30)
+    keyed.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    wait_for(lambda: httpx.get(keyed.url + "/ready", timeout=5).status_code == 503, timeout=5)
+    late = httpx.post(keyed.url + "/v1/explain", json={"prompt": PROMPT}, headers={"x-api-key": KEY}, timeout=10)
+    assert late.status_code == 503 and late.json()["type"] == "draining"
+    assert keyed.proc.wait(timeout=35) == 0
+    assert time.monotonic() - sent < 30
+    worker.join(10)
+    assert got and got[-1][0] == "result" and got[-1][1]["request_id"]
+
+
+def test_serve_without_the_extra_says_what_to_install(monkeypatch, capsys, tiny):
+    from atman_onnx.cli import main
+
+    for name in [m for m in sys.modules if m.startswith("atman_onnx.serve")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    assert main(["serve", str(tiny)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "atman-onnx[serve]"' in err and err.startswith("atman-onnx: error:")
+
+
+def test_base_import_leaves_the_extra_alone():
+    code = ("import sys, atman_onnx, atman_onnx.cli; "
+            "print([m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_serve_bad_folder_is_one_line(tmp_path, capsys):
+    from atman_onnx.cli import main
+
+    assert main(["serve", str(tmp_path / "missing"), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no exported model at" in err
+    assert main(["serve", str(tmp_path), "--max-concurrent", "0"]) == 2
+    assert capsys.readouterr().err == "atman-onnx: error: --max-concurrent must be at least 1, got 0\n"
