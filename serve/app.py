@@ -7,10 +7,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from atman_onnx import __version__
@@ -18,11 +19,12 @@ from atman_onnx.core.errors import AtmanError
 from atman_onnx.explanation import Explanation
 from atman_onnx.request import ExplainRequest
 from atman_onnx.serve import schema
+from atman_onnx.serve.access import HEADER, AccessLog, request_id
 from atman_onnx.serve.config import ServeConfig
 from atman_onnx.serve.errors import STATUS, ApiError, as_api_error
 from atman_onnx.serve.guards import check_key, json_body
 from atman_onnx.serve.jobs import Scheduler, outcome, reply, stream
-from atman_onnx.serve.metrics import CountRequests, Metrics
+from atman_onnx.serve.metrics import Metrics
 from atman_onnx.serve.models import ServedModel, pick
 from atman_onnx.serve.page import page
 
@@ -64,13 +66,20 @@ def _explain_docs() -> dict:
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.explain_request()}}},
         "responses": {
             "200": {"description": "the explanation; with `Accept: text/event-stream`, Server-Sent Events: "
-                    "`progress` ({done, total}) after every batch, then one `result` (this object) or `error`",
+                    "`progress` ({done, total, request_id}) after every batch, then one `result` (this object) or "
+                    "`error` ({error, type, request_id})",
                     "content": {"application/json": {"schema": schema.explanation()},
                                 "text/event-stream": {"schema": {"type": "string"}}}},
-            **{str(status): {"description": kinds, "content": {"application/json": {"schema": schema.ERROR}}}
-               for status, kinds in _error_statuses().items()},
+            **_error_docs(*_error_statuses()),
         },
     }
+
+
+def _error_docs(*statuses: int) -> dict[str, Any]:
+    """The OpenAPI ``responses`` of the error replies a route can give, with the kinds each status stands for."""
+    kinds = _error_statuses()
+    return {str(s): {"description": kinds[s], "content": {"application/json": {"schema": schema.ERROR}}}
+            for s in statuses}
 
 
 def _error_statuses() -> dict[int, str]:
@@ -96,31 +105,32 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
     app.state.service = service
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         if exc.kind in STATUS:
             service.metrics.rejections.labels(exc.kind).inc()
-        return JSONResponse(exc.body, exc.status, headers=exc.headers)
+        return _error_reply(request, exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
-        return JSONResponse({"error": message, "type": kind}, exc.status_code, headers=exc.headers)
+        return _error_reply(request, ApiError(kind, message, exc.status_code, dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(as_api_error(exc).body, 500)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error_reply(request, as_api_error(exc))  # sent outside AccessLog: the reply carries its own id header
 
     @app.get("/health", summary="alive: the process answers")
     async def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready", summary="200 once every model is loaded and warmed up; 503 before, and while draining")
-    async def ready() -> JSONResponse:
+    @app.get("/ready", summary="200 once every model is loaded and warmed up; 503 before, and while draining",
+             responses=_error_docs(503))
+    async def ready(request: Request) -> JSONResponse:
         down = service.unavailable()
-        return JSONResponse(down.body, down.status) if down else JSONResponse({"status": "ready"})
+        return _error_reply(request, down) if down else JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def metrics() -> Response:
         body, kind = service.metrics.exposition()
         return Response(body, media_type=kind)
@@ -134,11 +144,12 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
 
-    @v1.get("/models", summary="the served models and the service's limits")
+    @v1.get("/models", summary="the served models and the service's limits", responses=_error_docs(401))
     async def list_models() -> dict:
         return {"models": [m.describe(config) for m in models.values()]}
 
     @v1.post("/tokenize", summary="the prompt's tokens, with their character offsets",
+             responses=_error_docs(401, 404, 413, 415, 422),
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                  "schema": schema.tokenize_request()}}}})
     async def tokenize(request: Request) -> dict:
@@ -158,19 +169,18 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
         down = service.unavailable()
         if down:
             raise down
-        job = service.scheduler.submit(model.name, model.explainer, explain_request)
-        headers = {"X-Request-ID": job.id}
+        job = service.scheduler.submit(model.name, model.explainer, explain_request, request_id(request.scope))
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(stream(job, request.is_disconnected), media_type="text/event-stream",
-                                     headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             explanation = await outcome(job, request.is_disconnected)
         except Exception as exc:  # noqa: BLE001 - mapped to its status
-            error = as_api_error(exc)
-            raise ApiError(error.kind, error.message, error.status, {**error.headers, **headers}) from exc
-        return Response(reply(job, explanation), media_type="application/json", headers=headers)
+            raise as_api_error(exc) from exc
+        return Response(reply(job, explanation), media_type="application/json")
 
-    @v1.post("/report", response_class=HTMLResponse, summary="the HTML report of an explanation (as --html writes)")
+    @v1.post("/report", response_class=HTMLResponse, summary="the HTML report of an explanation (as --html writes)",
+             responses=_error_docs(401, 413, 415, 422))
     async def report(request: Request) -> HTMLResponse:
         body = await json_body(request, config.max_body_bytes)
         body.pop("request_id", None)
@@ -184,10 +194,16 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
     app.include_router(v1)
     if config.allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "Accept"],
-                           expose_headers=["X-Request-ID", "Retry-After"])
-    app.add_middleware(CountRequests, metrics=service.metrics)
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "Accept", HEADER],
+                           expose_headers=[HEADER, "Retry-After"])
+    app.add_middleware(AccessLog, metrics=service.metrics)
     return app
+
+
+def _error_reply(request: Request, error: ApiError) -> JSONResponse:
+    """An error's JSON reply: its body plus the request's id (in the body and the header), and its headers."""
+    rid = request_id(request.scope)
+    return JSONResponse({**error.body, "request_id": rid}, error.status, headers={**error.headers, HEADER: rid})
 
 
 @contextmanager

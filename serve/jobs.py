@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,8 +30,8 @@ RETRY_AFTER_S = 2  # what an overloaded reply suggests
 class Job:
     """One admitted explanation: its id, cancellation flag, progress queue, and the task that runs it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.id = uuid.uuid4().hex
+    def __init__(self, loop: asyncio.AbstractEventLoop, job_id: str):
+        self.id = job_id
         self.reason: str | None = None
         self.progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         self.task: asyncio.Task[Explanation]
@@ -62,14 +61,15 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def submit(self, name: str, explainer: Explainer, request: ExplainRequest) -> Job:
-        """Admit and start a job, or refuse it (503 ``overloaded``) when every slot and queue place is taken."""
+    def submit(self, name: str, explainer: Explainer, request: ExplainRequest, job_id: str) -> Job:
+        """Admit and start a job named by its request's id, or refuse it (503 ``overloaded``) when every slot and
+        queue place is taken."""
         if len(self.jobs) >= self.capacity:
             raise ApiError("overloaded", f"the service is busy: {len(self.jobs)} explanations running or queued, "
                            "its limit (--max-concurrent plus --max-queued); retry later",
                            headers={"Retry-After": str(RETRY_AFTER_S)})
         loop = asyncio.get_running_loop()
-        job = Job(loop)
+        job = Job(loop, job_id)
         self.jobs.add(job)
         self._idle.clear()
         job.task = loop.create_task(self._run(job, name, explainer, request))
@@ -170,13 +170,14 @@ def sse(event: str, data: dict[str, Any] | str) -> str:
 
 
 async def stream(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
-    """The job as Server-Sent Events: ``progress`` after every batch, then one ``result`` or one ``error``."""
+    """The job as Server-Sent Events: ``progress`` after every batch, then one ``result`` or one ``error``; each
+    event's data carries ``request_id``."""
     async for done, total in follow(job, disconnected):
-        yield sse("progress", {"done": done, "total": total})
+        yield sse("progress", {"done": done, "total": total, "request_id": job.id})
     try:
         yield sse("result", reply(job, job.task.result()))
     except Exception as exc:  # noqa: BLE001 - every failure becomes the stream's one error event
-        yield sse("error", as_api_error(exc).body)
+        yield sse("error", {**as_api_error(exc).body, "request_id": job.id})
 
 
 async def outcome(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> Explanation:

@@ -85,4 +85,5 @@ def tokenize_request() -> dict[str, Any]:
 ERROR = {"type": "object", "required": ["error", "type"], "properties": {
     "error": {"type": "string", "description": "one line naming the problem, as the command line prints it"},
     "type": {"type": "string", "description": "invalid_request, not_found, too_large, unsupported_media_type, "
-             "unauthorized, overloaded, draining, not_ready, timeout, cancelled or internal"}}}
+             "unauthorized, overloaded, draining, not_ready, timeout, cancelled or internal"},
+    "request_id": {"type": "string", "description": "this request's id (also in the X-Request-ID header)"}}}

@@ -8,6 +8,7 @@ and then lets uvicorn close the connections. A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import FrameType
 
 import uvicorn
@@ -55,7 +56,17 @@ def serve(config: ServeConfig) -> None:
         app, host=config.host, port=config.port, log_level="info", access_log=False,
         timeout_graceful_shutdown=config.graceful_timeout * (1 - DRAIN_SHARE) / 2,
     )
+    _log_to_stderr()
     server = DrainingServer(server_config, app.state.service, config.graceful_timeout)
     print(f"serving {', '.join(models)} on http://{config.host}:{config.port} (/docs for the API)", flush=True)
     server.run()
 
+
+def _log_to_stderr() -> None:
+    """The service's own lines (one per request, and failures) on stderr beside uvicorn's, in its format."""
+    logger = logging.getLogger("atman_onnx.serve")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
