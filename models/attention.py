@@ -20,7 +20,6 @@ MODES = ("log_additive", "multiplicative")
 # Keywords that carry no attention arithmetic (positions for other kernels, cache, router and output flags); every other
 # keyword besides those named in ``atman_attention``'s signature is refused.
 PASSIVE = frozenset({"position_ids", "use_cache", "output_router_logits", "output_attentions", "output_hidden_states"})
-HONOURED = frozenset({"scaling", "dropout", "softcap", "sliding_window"}) | PASSIVE
 # log(0) would give rows of -inf when a row sees only the suppressed key; the smallest normal float32 keeps it finite.
 _TINY = torch.finfo(torch.float32).tiny
 

@@ -13,8 +13,6 @@ from typing import Any
 from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.groups import text_spans, token_groups
 
-SEGMENTS = ("prompt", "target")
-
 
 @dataclass(frozen=True)
 class Token:
