@@ -17,7 +17,7 @@ from atman_onnx.core.errors import InputError
 from atman_onnx.explanation import Explanation
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import EncodedPrompt, Prompt, encode_prompt, encode_target, fed_tokens
-from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, execute, unperturbed
+from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
 from atman_onnx.runtime.generate import generate
 from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, batch_size_for, make_plan
@@ -44,16 +44,26 @@ class Explainer:
     @classmethod
     def load(
         cls, folder: str | Path, provider: str | None = None, threads: int | None = None,
-        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, ray: str | None = None, shards: int | None = None,
     ) -> Explainer:
         """Open an exported folder; ``provider`` is 'cuda' or 'cpu' (default: the best that loads).
 
         ``memory_budget_mb`` bounds one graph call's activations when the batch size is chosen automatically.
+        ``ray`` ('local', 'auto', ``ray://HOST:PORT`` or ``HOST:PORT``) runs the perturbation batches on ``shards``
+        Ray actors (default: the cluster's CPUs / ``threads``) of ``threads`` threads each (default 1).
         """
         if memory_budget_mb <= 0:
             raise InputError(f"memory budget must be positive, got {memory_budget_mb}")
+        if shards is not None and ray is None:
+            raise InputError("shards need a Ray address (ray=...)")
         graph = Graph(folder, provider=provider, threads=threads)
-        return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb)
+        executor = None
+        if ray is not None:
+            from atman_onnx.cluster.executor import RayExecutor, connect
+
+            connect(ray)
+            executor = RayExecutor(folder, shards, threads or 1, provider)
+        return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb, executor)
 
     @property
     def provider_note(self) -> str:
@@ -89,18 +99,23 @@ class Explainer:
 
     def explain(
         self, prompt: Prompt, target: str | None = None, *, on_progress: Callable[[int, int], None] | None = None,
-        **options: Any,
+        stop: Stop | None = None, **options: Any,
     ) -> Explanation:
         """Explain ``target`` (or the greedy completion, when None) given ``prompt`` (text or chat messages).
 
         ``options`` are the fields of ``ExplainRequest``: factor, conceptual, granularity, spans, delimiter,
         include_template, contrast, max_new_tokens, batch_size, schedule. ``on_progress(done, total)`` is called
-        with the perturbations done after every batch.
+        with the perturbations done after every batch; setting ``stop`` (a ``Stop``) from another thread ends the
+        explanation within one batch.
         """
-        return self.run(ExplainRequest.from_dict({"prompt": prompt, "target": target, **options}), on_progress)
+        return self.run(ExplainRequest.from_dict({"prompt": prompt, "target": target, **options}), on_progress, stop)
 
-    def run(self, request: ExplainRequest, on_progress: Callable[[int, int], None] | None = None) -> Explanation:
-        """Explain one request (see ``explain``)."""
+    def run(
+        self, request: ExplainRequest, on_progress: Callable[[int, int], None] | None = None,
+        stop: Stop | None = None,
+    ) -> Explanation:
+        """Explain one request (see ``explain``). Setting ``stop`` from another thread ends it within one batch,
+        with ``Stopped``."""
         started = time.perf_counter()
         encoded = encode_prompt(self.codec, request.prompt)
         target, target_ids = self._completion(request.target, encoded, request.max_new_tokens)
@@ -117,7 +132,7 @@ class Explainer:
         completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
         plans = [self.plan(encoded.ids + ids[:-1], ids, units, request) for ids in completions]
         progress = Progress(sum(p.n_rows for p in plans), on_progress)
-        scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress)) for p in plans]
+        scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]
         target_tokens = self.codec.token_texts(target_ids)
         if contrast_ids is not None:
             scores = [(scores[0].sum(axis=1) - scores[1].sum(axis=1))[:, None]]

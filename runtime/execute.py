@@ -3,7 +3,8 @@
 An executor holds no state beyond its ONNX Runtime session. ``Executor.run`` receives the plan's ``Shared`` data
 once and then its batches, and yields each batch's log-probs as it finishes, in any order; so an executor may run
 batches in this process (``LocalExecutor``) or send them elsewhere. ``execute`` is the one owner of progress: it
-stops asking for batches when ``on_batch`` raises, which is how a caller cancels between batches.
+stops asking for batches when ``on_batch`` raises or a ``Stop`` is set. A set ``Stop`` also ends the graph call in
+flight (ONNX Runtime's ``RunOptions.terminate``), so a cancelled explanation stops within one batch.
 """
 
 from __future__ import annotations
@@ -12,18 +13,49 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
+import onnxruntime as ort
 
 from atman_onnx.runtime.plan import Batch, Plan, Shared
 from atman_onnx.runtime.session import Graph
 
 
+class Stopped(Exception):
+    """An explanation stopped before its end because its ``Stop`` was set; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"explanation stopped: {reason}")
+        self.reason = reason
+
+
+class Stop:
+    """Asks a running explanation to stop: checked between batches, and handed to ONNX Runtime so that the graph
+    call in flight ends too. Set it from any thread; the first reason given is kept."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.run_options = ort.RunOptions()
+
+    def set(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.run_options.terminate = True
+
+    def check(self) -> None:
+        """Raise ``Stopped`` if the stop is set."""
+        if self.reason is not None:
+            raise Stopped(self.reason)
+
+
 class Executor(Protocol):
-    """Computes label log-probs [len(batch.rows), len(batch.scored)] for batches of one plan."""
+    """Computes label log-probs [len(batch.rows), len(batch.scored)] for batches of one plan; ``stop``, when
+    given and set, ends the work early with ``Stopped``."""
 
-    def run(self, shared: Shared, batches: Iterable[Batch]) -> Iterator[tuple[Batch, np.ndarray]]: ...
+    def run(
+        self, shared: Shared, batches: Iterable[Batch], stop: Stop | None = None
+    ) -> Iterator[tuple[Batch, np.ndarray]]: ...
 
 
-def run_batch(graph: Graph, shared: Shared, batch: Batch) -> np.ndarray:
+def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = None) -> np.ndarray:
     """One graph call: the batch's rows fed from ``batch.start`` on the cached prefix; its scored label log-probs."""
     n, start = len(batch.rows), batch.start
     result = graph.run(
@@ -32,6 +64,7 @@ def run_batch(graph: Graph, shared: Shared, batch: Batch) -> np.ndarray:
         np.broadcast_to(shared.label_positions[batch.scored] - start, (n, len(batch.scored))),
         np.broadcast_to(shared.labels[batch.scored], (n, len(batch.scored))),
         past=[layer[:, :, :start] for layer in shared.cache],
+        run_options=None if stop is None else stop.run_options,
     )
     return result["label_logprobs"]
 
@@ -42,9 +75,19 @@ class LocalExecutor:
     def __init__(self, graph: Graph):
         self.graph = graph
 
-    def run(self, shared: Shared, batches: Iterable[Batch]) -> Iterator[tuple[Batch, np.ndarray]]:
+    def run(
+        self, shared: Shared, batches: Iterable[Batch], stop: Stop | None = None
+    ) -> Iterator[tuple[Batch, np.ndarray]]:
         for batch in batches:
-            yield batch, run_batch(self.graph, shared, batch)
+            if stop is not None:
+                stop.check()
+            try:
+                logprobs = run_batch(self.graph, shared, batch, stop)
+            except Exception:
+                if stop is not None:
+                    stop.check()  # a terminated call: report the stop, not ONNX Runtime's error
+                raise
+            yield batch, logprobs
 
 
 def unperturbed(graph: Graph, fed: list[int], labels: list[int]) -> tuple[Shared, np.ndarray]:
@@ -62,16 +105,21 @@ def unperturbed(graph: Graph, fed: list[int], labels: list[int]) -> tuple[Shared
     return shared, out["inputs_embeds"][0]
 
 
-def execute(plan: Plan, executor: Executor, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """log p(labels) [n_rows, n_labels] for every row of the plan; ``on_batch(rows)`` after every batch."""
+def execute(
+    plan: Plan, executor: Executor, on_batch: Callable[[int], None] | None = None, stop: Stop | None = None
+) -> np.ndarray:
+    """log p(labels) [n_rows, n_labels] for every row of the plan; ``on_batch(rows)`` after every batch. Raises
+    ``Stopped`` once ``stop`` is set."""
     shared = plan.shared
     out = np.tile(shared.logprobs.astype(np.float32), (plan.n_rows, 1))
     report = on_batch or (lambda rows: None)
     if plan.settled:
         report(plan.settled)
-    for batch, logprobs in executor.run(shared, plan.batches):
+    for batch, logprobs in executor.run(shared, plan.batches, stop):
         out[np.ix_(batch.rows, batch.scored)] = logprobs
         report(len(batch.rows))
+        if stop is not None:
+            stop.check()
     return out
 
 

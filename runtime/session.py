@@ -103,9 +103,11 @@ class Graph:
         labels: np.ndarray,
         past: list[np.ndarray] | None = None,
         outputs: tuple[str, ...] = ("label_logprobs",),
+        run_options: ort.RunOptions | None = None,
     ) -> dict[str, np.ndarray]:
         """One call of the graph on a batch of new tokens, on top of ``past`` (keys and values of the first
-        ``attention_scale.shape[1] - input_ids.shape[1]`` positions); returns the requested outputs."""
+        ``attention_scale.shape[1] - input_ids.shape[1]`` positions); returns the requested outputs.
+        ``run_options`` lets another thread end the call (``terminate``)."""
         feeds = {
             "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
             "attention_mask": np.ones(attention_scale.shape, dtype=np.int64),
@@ -123,5 +125,5 @@ class Graph:
                 binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
         for name in outputs:
             binding.bind_output(name, self.device)
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, run_options)
         return dict(zip(outputs, binding.copy_outputs_to_cpu()))

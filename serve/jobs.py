@@ -2,8 +2,9 @@
 
 At most ``max_concurrent`` explanations run at once, on a thread pool of that size (ONNX Runtime's ``run`` is
 thread-safe and releases the GIL), and at most ``max_queued`` more wait for a slot; beyond that a request is
-refused at once. A job is cancelled by setting a flag that its ``on_progress`` callback checks after every batch,
-so the worker thread stops within one batch and only then frees its slot.
+refused at once. A job is cancelled through its ``Stop``: the graph call in flight ends (ONNX Runtime's
+``RunOptions.terminate``) and no further batch starts, so the worker thread stops within one batch and only then
+frees its slot.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from atman_onnx.core.errors import AtmanError
 from atman_onnx.explainer import Explainer
 from atman_onnx.explanation import Explanation
 from atman_onnx.request import ExplainRequest
+from atman_onnx.runtime.execute import Stop, Stopped
 from atman_onnx.serve.errors import ApiError, Cancelled, as_api_error
 from atman_onnx.serve.metrics import Metrics
 
@@ -28,24 +30,26 @@ RETRY_AFTER_S = 2  # what an overloaded reply suggests
 
 
 class Job:
-    """One admitted explanation: its id, cancellation flag, progress queue, and the task that runs it."""
+    """One admitted explanation: its id, its stop, progress queue, and the task that runs it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, job_id: str):
         self.id = job_id
-        self.reason: str | None = None
+        self.stop = Stop()
         self.progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         self.task: asyncio.Task[Explanation]
         self._loop = loop
 
+    @property
+    def reason(self) -> str | None:
+        return self.stop.reason
+
     def cancel(self, reason: str) -> None:
-        """Stop after the current batch (the first reason given is the one counted)."""
-        if self.reason is None and not self.task.done():
-            self.reason = reason
+        """Stop within the current batch (the first reason given is the one counted)."""
+        if not self.task.done():
+            self.stop.set(reason)
 
     def on_progress(self, done: int, total: int) -> None:
-        """Called on the worker thread after every batch: raising here is what stops the explanation."""
-        if self.reason is not None:
-            raise Cancelled(self.reason)
+        """Called on the worker thread after every batch."""
         self._loop.call_soon_threadsafe(self.progress.put_nowait, (done, total))
 
 
@@ -93,15 +97,15 @@ class Scheduler:
                 self._update()
                 try:
                     explanation = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, explainer.run, request, job.on_progress
+                        self._pool, explainer.run, request, job.on_progress, job.stop
                     )
                 finally:
                     self.running -= 1
             self.metrics.passes.labels(name).inc(explanation.timings.get("passes", 0))
             return explanation
-        except Cancelled as exc:
+        except (Cancelled, Stopped) as exc:
             self.metrics.cancellations.labels(exc.reason).inc()
-            raise
+            raise Cancelled(exc.reason) from None
         except AtmanError:  # bad input found while running: the reply says so, nothing to log
             raise
         except Exception:

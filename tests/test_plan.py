@@ -68,14 +68,14 @@ class ElsewhereExecutor:
         self.graph = Graph(folder, provider="cpu")
         self.calls = 0
 
-    def run(self, shared, batches):
+    def run(self, shared, batches, stop=None):
         from atman_onnx.runtime.execute import run_batch
 
         received = pickle.loads(pickle.dumps(shared))
         for batch in reversed([pickle.dumps(b) for b in batches]):
             batch = pickle.loads(batch)
             self.calls += 1
-            yield batch, run_batch(self.graph, received, batch)
+            yield batch, run_batch(self.graph, received, batch, stop)
 
 
 PROMPT, TARGET = "The dog met the dog and the fox in the garden. The capital of France is", " Paris is the capital"
@@ -133,3 +133,48 @@ def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
     with pytest.raises(Cancelled):
         explainer.explain(PROMPT, TARGET, batch_size=1, on_progress=stop_after_two)
     assert counting.calls == 2  # no batch ran after the one that crossed the limit
+
+
+def test_a_stop_ends_the_graph_call_in_flight(tiny_export):
+    """The stop is set while a batch's graph call runs (from inside ``Graph.run``, just before ONNX Runtime starts):
+    ONNX Runtime's terminate flag ends that call, the explanation raises ``Stopped`` with the reason, and no other
+    batch runs."""
+    from atman_onnx import Explainer
+    from atman_onnx.runtime.execute import Stop, Stopped
+
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    stop, calls, failures = Stop(), [], []
+    real_run = explainer.graph.run
+
+    def run_then_stop(*args, **kwargs):
+        if kwargs.get("run_options") is not None:  # a perturbation batch (the unperturbed pass has none)
+            calls.append(kwargs["run_options"])
+            stop.set("enough")
+        try:
+            return real_run(*args, **kwargs)
+        except Exception as exc:
+            failures.append(str(exc))
+            raise
+
+    explainer.graph.run = run_then_stop
+    with pytest.raises(Stopped, match="enough") as caught:
+        explainer.explain(PROMPT, TARGET, batch_size=1, stop=stop)
+    assert caught.value.reason == "enough" and len(calls) == 1 and calls[0].terminate
+    assert len(failures) == 1 and "terminate" in failures[0]  # ONNX Runtime itself ended the call
+    # the same call without the stop runs to the end: it was the terminate flag that ended it
+    explainer.graph.run = real_run
+    assert explainer.explain(PROMPT, TARGET, batch_size=1).timings["passes"] > 2
+
+
+def test_a_stop_set_between_batches_runs_no_further_batch(tiny_export):
+    from atman_onnx import Explainer
+    from atman_onnx.runtime.execute import Stop, Stopped
+
+    folder = tiny_export("llama", "log_additive")
+    counting = ElsewhereExecutor(folder)
+    explainer = Explainer(counting.graph, Explainer.load(folder, provider="cpu").codec, executor=counting)
+    stop = Stop()
+    with pytest.raises(Stopped):
+        explainer.explain(PROMPT, TARGET, batch_size=1, stop=stop,
+                          on_progress=lambda done, total: stop.set("enough") if done >= 2 else None)
+    assert counting.calls == 2

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -166,11 +167,13 @@ def wait_idle(client) -> None:
     wait_for(idle)
 
 
-def first_progress(response) -> None:
-    """Read a stream until its first progress event: the explanation is then running."""
-    for line in response.iter_lines():
+def first_progress(response) -> Iterator[str]:
+    """Read a stream until its first progress event: the explanation is then running. Returns the stream's lines
+    from there on; the caller holds them, because a line iterator that is dropped closes the connection."""
+    lines = response.iter_lines()
+    for line in lines:
         if line == "event: progress":
-            return
+            return lines
     raise AssertionError("stream ended before any progress")
 
 
@@ -424,7 +427,7 @@ def test_other_refusals(client, tiny, long_export):
 def test_overloaded_is_503_at_once(server, client, long_export):
     with httpx.Client(base_url=server.url, timeout=30) as other:
         with client.stream("POST", "/v1/explain", json=slow_body(long_export, 700), headers=SSE) as first:
-            first_progress(first)
+            _still_reading = first_progress(first)
             started = time.monotonic()
             second = other.post("/v1/explain", json=slow_body(long_export))
             assert time.monotonic() - started < 3  # at once, not after the first one
