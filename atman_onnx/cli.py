@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import os
 import sys
@@ -13,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from atman_onnx.core.errors import AtmanError, InputError
-from atman_onnx.request import ExplainRequest
+from atman_onnx.request import IMAGE_UNITS, ExplainRequest
 from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES
 
@@ -70,7 +71,9 @@ def _request(args: argparse.Namespace) -> ExplainRequest:
     given = {f.name: getattr(args, f.name) for f in fields(ExplainRequest) if hasattr(args, f.name)}
     if args.chat:
         given["prompt"] = [{"role": "user", "content": args.prompt}]
-    return ExplainRequest.from_dict(given)
+    images = given.pop("images", [])  # file paths here; base64 strings are the JSON form
+    request = ExplainRequest.from_dict(given)
+    return dataclasses.replace(request, images=tuple(images)) if images else request
 
 
 def _explain(args: argparse.Namespace) -> None:
@@ -82,7 +85,8 @@ def _explain(args: argparse.Namespace) -> None:
         if not path.parent.is_dir():
             raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     explainer = Explainer.load(
-        args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb
+        args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb,
+        ray=args.ray, shards=args.shards,
     )
     bar = _progress(args.quiet)
     task = None
@@ -139,9 +143,12 @@ def _request_options(ex: argparse.ArgumentParser) -> None:
         "granularity": {"choices": GRANULARITIES}, "spans": {"type": _parse_span, "action": "append"},
         "delimiter": {}, "include_template": {"action": "store_true"}, "contrast": {},
         "max_new_tokens": {"type": int}, "batch_size": {"type": int}, "schedule": {"choices": SCHEDULES},
+        "images": {"action": "append", "metavar": "PATH"}, "image_units": {"choices": IMAGE_UNITS},
+        "grid": {"type": int},
     }
+    renamed = {"spans": "--span", "images": "--image"}
     for name, kwargs in flags.items():
-        flag = "--span" if name == "spans" else "--" + name.replace("_", "-")
+        flag = renamed.get(name, "--" + name.replace("_", "-"))
         ex.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=docs[name].replace("%", "%%"), **kwargs)
 
 
@@ -174,6 +181,11 @@ def parser() -> argparse.ArgumentParser:
                     f"(default {DEFAULT_MEMORY_BUDGET_MB})")
     ex.add_argument("--provider", help="cpu or cuda (default: the best that loads)")
     ex.add_argument("--threads", type=int, help="intra-op threads for ONNX Runtime")
+    ex.add_argument("--ray", metavar="ADDRESS",
+                    help="run the perturbations on Ray actors (needs the ray extra): local (a Ray instance here), "
+                    "auto (this machine's cluster), ray://HOST:PORT or HOST:PORT")
+    ex.add_argument("--shards", type=int, metavar="N",
+                    help="with --ray: actors to split the perturbations over (default: the cluster's CPUs / --threads)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar and no provider line")
     ex.set_defaults(run=_explain)
 

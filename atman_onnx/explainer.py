@@ -6,8 +6,9 @@ perturbations, execute the plan, score, and pack an ``Explanation``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Unit, make_units
+from atman_onnx.runtime.vision import VisionEncoder, image_units
 
 
 class Explainer:
@@ -33,13 +35,14 @@ class Explainer:
 
     def __init__(
         self, graph: Graph, codec: TextCodec, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-        executor: Executor | None = None,
+        executor: Executor | None = None, vision: VisionEncoder | None = None,
     ):
         self.graph = graph
         self.codec = codec
         self.manifest = graph.manifest
         self.memory_budget_mb = memory_budget_mb
         self.executor = executor or LocalExecutor(graph)
+        self.vision = vision
 
     @classmethod
     def load(
@@ -63,7 +66,8 @@ class Explainer:
 
             connect(ray)
             executor = RayExecutor(folder, shards, threads or 1, provider)
-        return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb, executor)
+        vision = VisionEncoder(folder, graph.manifest, provider, threads) if graph.manifest.takes_embeds else None
+        return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb, executor, vision)
 
     @property
     def provider_note(self) -> str:
@@ -75,18 +79,20 @@ class Explainer:
                 f"sequence of {n_tokens} tokens is longer than the model's {self.manifest.max_positions} positions"
             )
 
-    def _completion(self, text: str | None, prompt: EncodedPrompt, max_new_tokens: int) -> tuple[str, list[int]]:
-        """A completion's text and ids: as given, or the model's greedy completion when None."""
+    def _completion(self, text: str | None, prompt: np.ndarray, max_new_tokens: int) -> tuple[str, list[int]]:
+        """A completion's text and ids: as given, or the model's greedy completion of the fed ``prompt`` (ids or
+        input embeddings) when None."""
         if text is not None:
             return text, encode_target(self.codec, text)
-        self._check_length(len(prompt.ids) + max_new_tokens - 1)
-        ids = generate(self.graph, prompt.ids, max_new_tokens, self.manifest.stop_ids)
+        self._check_length(len(prompt) + max_new_tokens - 1)
+        ids = generate(self.graph, prompt, max_new_tokens, self.manifest.stop_ids)
         if not ids:
             raise InputError("the model generated no target tokens; pass a target")
         return self.codec.decode(ids), ids
 
-    def plan(self, fed: list[int], labels: list[int], units: list[Unit], request: ExplainRequest) -> Plan:
-        """The unperturbed pass over ``fed`` and the batches that suppress each unit in turn."""
+    def plan(self, fed: np.ndarray | list[int], labels: list[int], units: list[Unit], request: ExplainRequest) -> Plan:
+        """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
+        unit in turn."""
         self._check_length(len(fed))
         shared, embeddings = unperturbed(self.graph, fed, labels)
         groups = check_units([list(u.positions) for u in units], len(fed))
@@ -99,16 +105,34 @@ class Explainer:
 
     def explain(
         self, prompt: Prompt, target: str | None = None, *, on_progress: Callable[[int, int], None] | None = None,
-        stop: Stop | None = None, **options: Any,
+        stop: Stop | None = None, images: Sequence[Any] = (), **options: Any,
     ) -> Explanation:
         """Explain ``target`` (or the greedy completion, when None) given ``prompt`` (text or chat messages).
 
         ``options`` are the fields of ``ExplainRequest``: factor, conceptual, granularity, spans, delimiter,
         include_template, contrast, max_new_tokens, batch_size, schedule. ``on_progress(done, total)`` is called
         with the perturbations done after every batch; setting ``stop`` (a ``Stop``) from another thread ends the
-        explanation within one batch.
+        explanation within one batch. ``images`` (file paths, bytes or PIL images) go with an image-text model's
+        prompt, one per ``<image>`` marker.
         """
-        return self.run(ExplainRequest.from_dict({"prompt": prompt, "target": target, **options}), on_progress, stop)
+        request = ExplainRequest.from_dict({"prompt": prompt, "target": target, **options})
+        if images:  # file paths, bytes or PIL images here (base64 strings are the JSON form)
+            request = dataclasses.replace(request, images=tuple(images))
+        return self.run(request, on_progress, stop)
+
+    def _fed(self, prompt: np.ndarray, ids: list[int]) -> np.ndarray:
+        """The fed sequence: the prompt (ids or input embeddings) followed by ``ids``, in the prompt's form."""
+        if prompt.ndim == 1:
+            return np.concatenate([prompt, np.asarray(ids, dtype=prompt.dtype)])
+        return np.concatenate([prompt, np.asarray(self.graph.embeddings[ids], dtype=np.float32).reshape(len(ids), -1)])
+
+    def _with_image_units(self, units: list[Unit], ids: list[int], processed, request: ExplainRequest) -> list[Unit]:
+        """Text units without the image layout tokens, and the image units, in the order of their first positions."""
+        layout = self.vision.layout_positions(self.codec, ids)
+        text = [u for u in units if not set(u.positions) & layout]
+        images = [p for p in sorted(layout) if ids[p] == self.vision.image_token_id]
+        found = image_units(images, processed, self.vision.config, request.image_units, request.grid)
+        return sorted(text + found, key=lambda u: min(u.positions))
 
     def run(
         self, request: ExplainRequest, on_progress: Callable[[int, int], None] | None = None,
@@ -117,11 +141,19 @@ class Explainer:
         """Explain one request (see ``explain``). Setting ``stop`` from another thread ends it within one batch,
         with ``Stopped``."""
         started = time.perf_counter()
-        encoded = encode_prompt(self.codec, request.prompt)
-        target, target_ids = self._completion(request.target, encoded, request.max_new_tokens)
+        prompt, processed = request.prompt, None
+        if request.images:
+            if self.vision is None:
+                raise InputError("this model takes no images: export an image-text model (idefics3, smolvlm)")
+            prompt, processed = self.vision.prepare(prompt, request.images)
+        encoded = encode_prompt(self.codec, prompt)
+        fed_prompt = np.asarray(encoded.ids)
+        if processed is not None:
+            fed_prompt = self.vision.embed(self.graph.embeddings, encoded.ids, processed)
+        target, target_ids = self._completion(request.target, fed_prompt, request.max_new_tokens)
         contrast_ids = None
         if request.contrast is not None:
-            contrast_ids = self._completion(request.contrast, encoded, request.max_new_tokens)[1]
+            contrast_ids = self._completion(request.contrast, fed_prompt, request.max_new_tokens)[1]
         generated = time.perf_counter()
         tokens = fed_tokens(self.codec, encoded, target_ids)
         units = make_units(
@@ -129,8 +161,10 @@ class Explainer:
             None if request.spans is None else list(request.spans), request.delimiter,
             None if request.include_template else encoded.content, with_target=contrast_ids is None,
         )
+        if processed is not None:
+            units = self._with_image_units(units, encoded.ids, processed, request)
         completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
-        plans = [self.plan(encoded.ids + ids[:-1], ids, units, request) for ids in completions]
+        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, units, request) for ids in completions]
         progress = Progress(sum(p.n_rows for p in plans), on_progress)
         scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]
         target_tokens = self.codec.token_texts(target_ids)

@@ -6,7 +6,10 @@ flags, and a JSON body (``ExplainRequest.from_dict``), so all three accept and r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from numbers import Integral, Real
@@ -16,6 +19,9 @@ from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import SCHEDULES
+
+IMAGE_UNITS = ("region", "tile", "token")
+MAX_GRID = 64
 
 Messages = list[dict[str, str]]
 
@@ -58,8 +64,18 @@ class ExplainRequest:
     schedule: str = _doc(
         "prefix (reuse the unperturbed prefix's keys and values) or naive (full-length passes)", default="prefix"
     )
+    images: tuple[bytes, ...] = _doc(
+        "images for an image-text model, one per <image> marker of the prompt, in order: in JSON, base64 strings of "
+        "the image files; in Python, file paths, bytes or PIL images; on the command line, a file path per flag",
+        default=(),
+    )
+    image_units: str = _doc(
+        "image unit suppressed in one pass: region (a grid over each image), tile, or token", default="region"
+    )
+    grid: int = _doc("with image_units 'region': regions per image side", default=4)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "images", _image_bytes(self.images))
         for f in fields(self):
             _TYPES[f.name](f.name, getattr(self, f.name))
         if self.spans is not None:
@@ -77,6 +93,8 @@ class ExplainRequest:
             raise InputError(f"unknown field {unknown[0]!r}; fields: {', '.join(known)}")
         if "prompt" not in data:
             raise InputError("field 'prompt' is required")
+        if "images" in data:
+            data = {**data, "images": _decode_images(data["images"])}
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +104,46 @@ class ExplainRequest:
             data["prompt"] = [dict(m) for m in self.prompt]
         if self.spans is not None:
             data["spans"] = [list(s) for s in self.spans]
+        data["images"] = [base64.b64encode(image).decode("ascii") for image in self.images]
         return data
+
+
+def _image_bytes(images: Any) -> tuple[bytes, ...]:
+    """Images as the bytes of their files: paths are read, PIL images saved as PNG."""
+    if not isinstance(images, (list, tuple)):
+        raise InputError(f"field 'images' must be a list of images, got {type(images).__name__}")
+    out = []
+    for i, image in enumerate(images):
+        if isinstance(image, (bytes, bytearray)):
+            out.append(bytes(image))
+        elif isinstance(image, (str, os.PathLike)):
+            try:
+                with open(image, "rb") as file:
+                    out.append(file.read())
+            except OSError as exc:
+                raise InputError(f"image {i + 1}: cannot read {os.fspath(image)!r}: {exc.strerror}") from None
+        elif hasattr(image, "save"):  # a PIL image
+            import io
+
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+        else:
+            raise InputError(f"image {i + 1} must be a file path, bytes or a PIL image, got {type(image).__name__}")
+    return tuple(out)
+
+
+def _decode_images(images: Any) -> list[bytes]:
+    """The JSON form: a list of base64 strings, each decoded (a bad one is named)."""
+    if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
+        raise InputError("field 'images' must be a list of base64 strings")
+    decoded = []
+    for i, text in enumerate(images):
+        try:
+            decoded.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise InputError(f"field 'images': image {i + 1} is not valid base64") from None
+    return decoded
 
 
 def _expect(ok: Callable[[Any], bool], what: str, optional: bool = False) -> Callable[[str, Any], None]:
@@ -135,6 +192,9 @@ _TYPES: dict[str, Callable[[str, Any], None]] = {
     "max_new_tokens": _expect(_is_int, "an integer"),
     "batch_size": _expect(_is_int, "an integer", optional=True),
     "schedule": _expect(lambda v: isinstance(v, str), "a string"),
+    "images": _expect(lambda v: isinstance(v, tuple), "a list of images"),
+    "image_units": _expect(lambda v: isinstance(v, str), "a string"),
+    "grid": _expect(_is_int, "an integer"),
 }
 
 
@@ -161,5 +221,9 @@ def _check_values(r: ExplainRequest) -> None:
         raise InputError(f"unknown granularity {r.granularity!r}; available: {', '.join(GRANULARITIES)}")
     if r.granularity == "spans" and r.spans is None and not r.delimiter:
         raise InputError("granularity 'spans' needs character spans or a delimiter")
+    if r.image_units not in IMAGE_UNITS:
+        raise InputError(f"unknown image unit {r.image_units!r}; available: {', '.join(IMAGE_UNITS)}")
+    if not 1 <= r.grid <= MAX_GRID:
+        raise InputError(f"grid must lie in 1..{MAX_GRID}, got {r.grid}")
     if r.granularity != "spans" and (r.spans is not None or r.delimiter is not None):
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")

@@ -1,7 +1,11 @@
 """The graph contract: the one place that names every graph input and output, its type and its axes.
 
 The exporter writes graphs to it and records it in the manifest ``atman.json``; the runtime checks an exported
-folder against it before running anything. Bump ``CONTRACT_VERSION`` whenever a name, type or axis changes.
+folder against it before running anything. Bump the version whenever a name, type or axis changes.
+
+Version 1 graphs take token ids. Version 2 graphs take input embeddings instead (``inputs_embeds``): those of an
+image-text model's text model, whose image positions the runtime fills with the vision graph's features; such a
+folder also holds ``vision.onnx`` and the text embedding matrix ``embeddings.npy``. A folder of either version loads.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from typing import Any
 
 from atman_onnx.core.errors import ContractError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 1  # token ids in
+EMBEDS_CONTRACT_VERSION = 2  # input embeddings in (image-text models)
 MANIFEST_FILE = "atman.json"
 GRAPH_FILE = "model.onnx"
+VISION_FILE = "vision.onnx"  # version 2: pixel_values [tiles, 3, S, S] -> image_features [tiles, tokens, hidden]
+EMBEDDINGS_FILE = "embeddings.npy"  # version 2: the text embedding matrix [vocab, hidden], float32
 TOKENIZER_FILE = "tokenizer.json"
 MODES = ("log_additive", "multiplicative")
 
@@ -36,6 +43,7 @@ OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Then, per layer i: the keys and values of an earlier, unperturbed pass over the first "past" positions, shared
 # by every row of the batch, and the keys and values of all "total" positions after this call.
 PAST = ("float32", ("1", "kv_heads", "past", "head_dim"))
+EMBEDS_INPUT = ("float32", ("batch", "seq", "hidden"))  # version 2, in the place of input_ids
 PRESENT = ("float32", ("batch", "kv_heads", "total", "head_dim"))
 
 
@@ -47,12 +55,17 @@ def present_names(num_layers: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 
 
-def graph_inputs(num_layers: int) -> dict[str, tuple[str, tuple[str, ...]]]:
-    return {**INPUTS, **{name: PAST for name in past_names(num_layers)}}
+def graph_inputs(num_layers: int, embeds: bool = False) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The inputs in order: token ids (or, with ``embeds``, input embeddings), the other contract inputs, the cache."""
+    first = {"inputs_embeds": EMBEDS_INPUT} if embeds else {"input_ids": INPUTS["input_ids"]}
+    rest = {name: spec for name, spec in INPUTS.items() if name != "input_ids"}
+    return {**first, **rest, **{name: PAST for name in past_names(num_layers)}}
 
 
-def graph_outputs(num_layers: int) -> dict[str, tuple[str, tuple[str, ...]]]:
-    return {**OUTPUTS, **{name: PRESENT for name in present_names(num_layers)}}
+def graph_outputs(num_layers: int, embeds: bool = False) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The outputs in order; a graph that takes input embeddings does not return them again."""
+    outputs = {name: spec for name, spec in OUTPUTS.items() if not (embeds and name == "inputs_embeds")}
+    return {**outputs, **{name: PRESENT for name in present_names(num_layers)}}
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,12 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # of the graph's weights and matmuls: fp32, fp16, int8 (inputs/outputs are float32 always)
+    vision: dict[str, Any] = field(default_factory=dict)  # version 2: image token id, tokens per tile, tile size, validation
+
+    @property
+    def takes_embeds(self) -> bool:
+        """Whether the graph's first input is input embeddings (version 2) rather than token ids."""
+        return self.contract_version == EMBEDS_CONTRACT_VERSION
 
     @property
     def stop_ids(self) -> set[int]:
@@ -89,13 +108,13 @@ class Manifest:
         return path
 
 
-def contract_io(num_layers: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def contract_io(num_layers: int, embeds: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inputs and outputs as the manifest records them: ``{name: {"type": ..., "axes": [...]}}``."""
 
     def table(spec: dict[str, tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
         return {name: {"type": dtype, "axes": list(axes)} for name, (dtype, axes) in spec.items()}
 
-    return table(graph_inputs(num_layers)), table(graph_outputs(num_layers))
+    return table(graph_inputs(num_layers, embeds)), table(graph_outputs(num_layers, embeds))
 
 
 def load_manifest(folder: str | Path) -> Manifest:
@@ -111,21 +130,22 @@ def load_manifest(folder: str | Path) -> Manifest:
         version = data["contract_version"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ContractError(f"{path} is not an atman-onnx manifest ({exc})") from None
-    if version != CONTRACT_VERSION:
+    if version not in (CONTRACT_VERSION, EMBEDS_CONTRACT_VERSION):
         raise ContractError(
-            f"{path} has graph contract version {version}; this atman-onnx reads version {CONTRACT_VERSION}: "
-            "re-export the model"
+            f"{path} has graph contract version {version}; this atman-onnx reads versions {CONTRACT_VERSION} and "
+            f"{EMBEDS_CONTRACT_VERSION}: re-export the model"
         )
     try:
         manifest = Manifest(**data)
     except TypeError as exc:
-        raise ContractError(f"{path} does not match contract version {CONTRACT_VERSION}: {exc}") from None
+        raise ContractError(f"{path} does not match contract version {version}: {exc}") from None
     if manifest.mode not in MODES:
         raise ContractError(f"{path} names unknown mode {manifest.mode!r}; known: {', '.join(MODES)}")
-    expected_in, expected_out = contract_io(manifest.dims.get("num_layers", -1))
+    expected_in, expected_out = contract_io(manifest.dims.get("num_layers", -1), manifest.takes_embeds)
     if set(manifest.inputs) != set(expected_in) or set(manifest.outputs) != set(expected_out):
-        raise ContractError(f"{path} lists graph inputs/outputs that differ from contract {CONTRACT_VERSION}")
-    for name in (GRAPH_FILE, TOKENIZER_FILE):
+        raise ContractError(f"{path} lists graph inputs/outputs that differ from contract {version}")
+    needed = (GRAPH_FILE, TOKENIZER_FILE) + ((VISION_FILE, EMBEDDINGS_FILE) if manifest.takes_embeds else ())
+    for name in needed:
         if not (folder / name).is_file():
             raise ContractError(f"{folder} is missing {name}: the export is incomplete, run it again")
     return manifest

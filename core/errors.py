@@ -15,3 +15,7 @@ class InputError(AtmanError):
 
 class ProviderError(AtmanError):
     """An execution provider that is unknown or cannot be used here."""
+
+
+class ClusterError(AtmanError):
+    """A Ray cluster that cannot be reached or used, or a worker on it that failed."""

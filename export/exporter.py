@@ -4,6 +4,9 @@ The export runs in stages (load, trace, optimise, save, validate, then convert a
 precision, and write), each reported in one line to an optional ``log`` callback. What torch, torch.onnx,
 onnxscript and transformers print, warn and log along the way is held back for the duration of each stage unless
 ``verbose``. The manifest is written last: a folder holds a manifest only once its graph was exported and validated.
+
+An image-text model (Idefics3, SmolVLM) also gets its vision graph (traced and validated the same way), its text
+embedding matrix and its processor's files, and the decoder graph takes input embeddings (contract version 2).
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
+    EMBEDDINGS_FILE,
+    EMBEDS_CONTRACT_VERSION,
     GRAPH_FILE,
-    INPUTS,
     MANIFEST_FILE,
     MODES,
     TOKENIZER_FILE,
+    VISION_FILE,
     Manifest,
     contract_io,
     graph_inputs,
@@ -37,8 +44,8 @@ from atman_onnx.core.contract import (
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
-from atman_onnx.export.validate import describe, validate
-from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.export.validate import describe, validate, validate_vision
+from atman_onnx.models.graph import AtmanGraph, VisionGraph
 from atman_onnx.models.patch import check, patch
 
 DEFAULT_OPSET = 18
@@ -98,6 +105,7 @@ def _versions() -> dict[str, str]:
 
 def _special_tokens(tokenizer, model) -> dict:
     """Special tokens the runtime needs: template variables and the ids that end generation."""
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # an image-text model's processor holds its tokenizer
     generation = getattr(model, "generation_config", None)
     eos = generation.eos_token_id if generation is not None else None
     eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
@@ -122,8 +130,10 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     label axes."""
     layers, kv_heads, head_dim = (graph_module.dims[k] for k in ("num_layers", "kv_heads", "head_dim"))
     past, seq = 3, 5
+    hidden = graph_module.embed.embedding_dim
+    first = torch.randn(2, seq, hidden) if graph_module.takes_embeds else torch.zeros(2, seq, dtype=torch.int64)
     example = {
-        "input_ids": torch.zeros(2, seq, dtype=torch.int64),
+        "inputs": first,
         "attention_mask": torch.ones(2, past + seq, dtype=torch.int64),
         "attention_scale": torch.ones(2, past + seq),
         "label_positions": torch.tensor([[2, 3, 4]] * 2),
@@ -131,13 +141,14 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     }
     cache = [torch.randn(1, kv_heads, past, head_dim) for _ in past_names(layers)]
     axes = {name: torch.export.Dim(name) for name in ("batch", "seq", "total", "labels", "past")}
-    dynamic = [{i: axes[a] for i, a in enumerate(INPUTS[name][1])} for name in example]
+    specs = list(graph_inputs(layers, graph_module.takes_embeds).values())
+    dynamic = [{i: axes[a] for i, a in enumerate(axis_names) if a in axes} for _, axis_names in specs[: len(example)]]
     dynamic.append(tuple({2: axes["past"]} for _ in cache))
     return torch.onnx.export(
         graph_module,
         (*example.values(), *cache),
-        input_names=list(graph_inputs(layers)),
-        output_names=list(graph_outputs(layers)),
+        input_names=list(graph_inputs(layers, graph_module.takes_embeds)),
+        output_names=list(graph_outputs(layers, graph_module.takes_embeds)),
         dynamic_shapes=tuple(dynamic),
         opset_version=opset,
         dynamo=True,
@@ -164,9 +175,33 @@ def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: i
     return figures
 
 
-def _write(out: Path, tokenizer, manifest: Manifest) -> list[str]:
-    """Copy the tokenizer files into ``out``, then write the manifest; returns the names written."""
+def _vision(stage: Stages, lm: torch.nn.Module, out: Path, opset: int) -> dict:
+    """Trace, save and validate an image-text model's vision graph, and save its text embedding matrix; returns
+    the manifest's ``vision`` record."""
+    vision_module = VisionGraph(lm).eval()
+    tile = lm.config.vision_config.image_size
+    with stage("vision") as note:
+        program = torch.onnx.export(
+            vision_module, (torch.randn(2, 3, tile, tile),), input_names=["pixel_values"],
+            output_names=["image_features"], dynamic_shapes=({0: torch.export.Dim("tiles")},),
+            opset_version=opset, dynamo=True, optimize=True, verbose=False,
+        )
+        program.save(str(out / VISION_FILE))
+        figures = validate_vision(vision_module, out / VISION_FILE, tile)
+        note(f"{VISION_FILE} {_megabytes(out / VISION_FILE)}, {describe(figures['max_abs_diff'])}")
+    embeddings = lm.get_input_embeddings().weight.detach().float().numpy()
+    np.save(out / EMBEDDINGS_FILE, embeddings)
+    tokens = lm.model.image_seq_len
+    return {"image_token_id": int(lm.config.image_token_id), "tokens_per_tile": int(tokens), "tile_size": int(tile),
+            "scale_factor": int(lm.config.scale_factor), "validation": figures}
+
+
+def _write(out: Path, tokenizer, manifest: Manifest, model: str) -> list[str]:
+    """Copy the tokenizer files (and an image-text model's image settings) into ``out``, then write the manifest;
+    returns the names written."""
     written = []
+    if manifest.takes_embeds:
+        written += source.save_image_settings(model, manifest.vision["tokens_per_tile"], out)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         for name in TOKENIZER_FILES:
@@ -202,10 +237,14 @@ def export(
     stage = Stages(log, verbose)
     with stage("load") as note:
         lm, tokenizer = source.load(model, gguf_file)
-        config = lm.config
         architecture = check(patch(lm, mode), mode).model_type
         graph_module = AtmanGraph(lm).eval()
-        note(f"{architecture} ({mode}) from {origin}")
+        config = graph_module.config  # of the text model, for an image-text model
+        image_text = graph_module.takes_embeds
+        kind = f"{lm.config.model_type} (text model {architecture}, {mode})" if image_text else f"{architecture} ({mode})"
+        note(f"{kind} from {origin}")
+    if image_text and precision != "fp32":
+        raise AtmanError(f"{precision} is not available for image-text models yet; export them in float32")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
     big = sum(p.numel() * p.element_size() for p in lm.parameters()) > TWO_GB
@@ -223,11 +262,12 @@ def export(
             within = "within" if figures["within_tolerance"] else "beyond"
             note(f"{describe(figures['max_abs_diff'])} ({within} the {precision} tolerance)")
         validation = {**figures, "conversion": conversion, "float32_graph": float32_figures}
-    inputs, outputs = contract_io(graph_module.dims["num_layers"])
+    vision = _vision(stage, lm, out, opset) if image_text else {}
+    inputs, outputs = contract_io(graph_module.dims["num_layers"], image_text)
     manifest = Manifest(
-        contract_version=CONTRACT_VERSION,
+        contract_version=EMBEDS_CONTRACT_VERSION if image_text else CONTRACT_VERSION,
         architecture=architecture,
-        model_type=config.model_type,
+        model_type=lm.config.model_type,
         mode=mode,
         source=origin,
         inputs=inputs,
@@ -240,7 +280,8 @@ def export(
         versions={**_versions(), "opset": str(opset)},
         validation=validation,
         precision=precision,
+        vision=vision,
     )
     with stage("write") as note:
-        note(", ".join(_write(out, tokenizer, manifest)))
+        note(", ".join(_write(out, tokenizer, manifest, model)))
     return manifest

@@ -72,17 +72,37 @@ def resolve(model: str, gguf_file: str | None = None) -> str:
 
 
 def load(model: str, gguf_file: str | None = None):
-    """Load (causal LM, tokenizer) in float32 for export."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Load (causal LM, tokenizer) in float32 for export; an image-text model in place of the causal LM."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    from atman_onnx.models.registry import architecture
+    from atman_onnx.models.registry import VISION_LANGUAGE, architecture
 
     name = resolve(model, gguf_file)
     try:
         config = AutoConfig.from_pretrained(name)
     except OSError as exc:
         raise AtmanError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
+    if config.model_type in VISION_LANGUAGE:
+        architecture(config.text_config.model_type)
+        return AutoModelForImageTextToText.from_pretrained(name, dtype="float32").eval(), AutoTokenizer.from_pretrained(name)
     architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(name)
     lm = AutoModelForCausalLM.from_pretrained(name, dtype="float32")
     return lm.eval(), tokenizer
+
+
+def save_image_settings(model: str, image_seq_len: int, out: Path) -> list[str]:
+    """Write what the runtime's image preprocessing reads: the image processor's settings
+    (``preprocessor_config.json``) and the processor's ``image_seq_len`` (``processor_config.json``). Only the image
+    processor is loaded: SmolVLM's full processor also needs torchvision, for videos."""
+    import json
+
+    from transformers import AutoConfig, AutoImageProcessor
+
+    name = resolve(model)
+    AutoImageProcessor.from_pretrained(name).save_pretrained(out)
+    processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[AutoConfig.from_pretrained(name).model_type]
+    (out / "processor_config.json").write_text(
+        json.dumps({"processor_class": processor, "image_seq_len": image_seq_len}, indent=2) + "\n"
+    )
+    return ["preprocessor_config.json", "processor_config.json"]

@@ -13,6 +13,7 @@ import inspect
 import torch
 from transformers import DynamicCache
 
+from atman_onnx.models.patch import text_model
 from atman_onnx.models.registry import Architecture, architecture
 
 
@@ -36,18 +37,21 @@ def cache_keyword(body: torch.nn.Module) -> str:
 
 
 class AtmanGraph(torch.nn.Module):
-    """Wraps a patched causal LM with the signature of the exported graph."""
+    """Wraps a patched causal LM (or an image-text model's text model and head) with the signature of the exported
+    graph; its first input is token ids, or input embeddings when ``takes_embeds``."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.config = model.config
-        spec = architecture(model.config.model_type)
-        self.dims = dims(model.config, spec)
-        self.embed = model.get_input_embeddings()  # a module: Gemma scales inside it
-        self.body = model.base_model
+        text = text_model(model)
+        self.takes_embeds = text is not model
+        self.config = text.config
+        spec = architecture(text.config.model_type)
+        self.dims = dims(text.config, spec)
+        self.embed = text.get_input_embeddings()  # a module: Gemma scales inside it
+        self.body = text.base_model
         self.head = model.get_output_embeddings()  # a module: Phi's and GPT-J's biases
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        self.divisor = getattr(model.config, spec.logits_divisor) if spec.logits_divisor else None
+        self.softcap = getattr(text.config, "final_logit_softcapping", None)
+        self.divisor = getattr(text.config, spec.logits_divisor) if spec.logits_divisor else None
         self.cache_keyword = cache_keyword(self.body)
 
     def empty_past(self) -> list[torch.Tensor]:
@@ -56,7 +60,7 @@ class AtmanGraph(torch.nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        inputs: torch.Tensor,
         attention_mask: torch.Tensor,
         attention_scale: torch.Tensor,
         label_positions: torch.Tensor,
@@ -64,12 +68,12 @@ class AtmanGraph(torch.nn.Module):
         *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         past = past or tuple(self.empty_past())
-        batch = input_ids.shape[0]
+        batch = inputs.shape[0]
         pairs = [(past[i].expand(batch, -1, -1, -1), past[i + 1].expand(batch, -1, -1, -1)) for i in range(0, len(past), 2)]
         # A cache of full layers, also for sliding-window models: every layer returns all keys, so the factors line
         # up with them, and the mask alone enforces the window.
         cache = DynamicCache(ddp_cache_data=pairs)
-        embeds = self.embed(input_ids)
+        embeds = inputs if self.takes_embeds else self.embed(inputs)
         out = self.body(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -86,4 +90,23 @@ class AtmanGraph(torch.nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels[..., None]).squeeze(-1)
         present = [t for layer in getattr(out, self.cache_keyword).layers for t in (layer.keys, layer.values)]
+        if self.takes_embeds:  # the caller has them: an output of the same name would clash with the input
+            return (logprobs, logits, *present)
         return (logprobs, logits, embeds.float(), *present)
+
+
+class VisionGraph(torch.nn.Module):
+    """An image-text model's vision tower and connector: tiles [tiles, 3, S, S] to the features of their image
+    tokens [tiles, tokens per tile, hidden], for whole (unpadded) tiles."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.vision = model.model.vision_model
+        self.connector = model.model.connector
+        self.patch_size = model.config.vision_config.patch_size
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        side = pixel_values.shape[-1] // self.patch_size
+        patches = torch.ones(pixel_values.shape[0], side, side, dtype=torch.bool)
+        hidden = self.vision(pixel_values=pixel_values, patch_attention_mask=patches).last_hidden_state
+        return self.connector(hidden)

@@ -14,11 +14,19 @@ import torch
 from transformers import AttentionInterface
 
 from atman_onnx.models.attention import atman_attention, implementation_name, register
-from atman_onnx.models.registry import Architecture, UnsupportedArchitectureError, architecture
+from atman_onnx.models.registry import VISION_LANGUAGE, Architecture, UnsupportedArchitectureError, architecture
+
+
+def text_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The part of ``model`` that AtMan manipulates: an image-text model's text model (its vision tower keeps its
+    own attention), else the model itself."""
+    return model.model.text_model if model.config.model_type in VISION_LANGUAGE else model
 
 
 def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures."""
+    """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures. Of an
+    image-text model only the text model is switched."""
+    whole, model = model, text_model(model)
     spec = architecture(model.config.model_type)
     register()
     name = implementation_name(mode)
@@ -31,7 +39,7 @@ def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
         model.set_experts_implementation(spec.experts)
     if spec.relay_scale and not getattr(model, "_atman_relayed", False):
         _relay_scale(model)
-    return model.eval()
+    return whole.eval()
 
 
 def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
@@ -90,6 +98,7 @@ def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
 
 def check(model: torch.nn.Module, mode: str) -> Architecture:
     """Refuse, in one line, a patched model whose attention does not receive the factors in every layer."""
+    model = text_model(model)
     spec = architecture(model.config.model_type)
     found = probe(model, mode)
     layers = model.config.num_hidden_layers

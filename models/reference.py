@@ -1,7 +1,8 @@
 """The PyTorch reference AtMan explainer: what "exactly" means for parity. Not the product path.
 
 Written independently of the runtime's planner and driver: one full-sequence pass per unit on the patched torch
-model, following docs/method.md line by line.
+model, following docs/method.md line by line. An image-text model runs whole, from pixels, as transformers runs it:
+its vision tower, its own merging of the image features, and its text model.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from atman_onnx.models.patch import patch
+from atman_onnx.models.patch import patch, text_model
 
 
 @torch.no_grad()
@@ -22,21 +23,31 @@ def reference_relevance(
     factor: float = 0.1,
     conceptual: float | None = None,
     groups: list[list[int]] | None = None,
+    pixel_values: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Relevance [n_units, n_target]: one unit per fed position, or per group when ``groups`` is given."""
+    """Relevance [n_units, n_target]: one unit per fed position, or per group when ``groups`` is given.
+    ``pixel_values`` [tiles, 3, S, S]: the images of an image-text model's prompt."""
     patch(model, mode)
     ids = torch.tensor([prompt_ids + target_ids[:-1]])
     n_fed = ids.shape[1]
     at = torch.arange(len(prompt_ids) - 1, n_fed)
     labels = torch.tensor(target_ids)
+    images = {} if pixel_values is None else {"pixel_values": torch.from_numpy(pixel_values)[None]}
 
     def cross_entropy(scale: torch.Tensor) -> torch.Tensor:
-        logits = model(input_ids=ids, atman_scale=scale[None].float()).logits[0, at].double()
+        logits = model(input_ids=ids, atman_scale=scale[None].float(), **images).logits[0, at].double()
         return -torch.log_softmax(logits, dim=-1)[torch.arange(len(labels)), labels]
 
     base = cross_entropy(torch.ones(n_fed))
     units = groups if groups is not None else [[j] for j in range(n_fed)]
-    embeds = model.get_input_embeddings()(ids)[0].double()
+    embeds = text_model(model).get_input_embeddings()(ids)
+    if images:  # what the text model is fed: the image features in the place of the image tokens
+        features = torch.cat(model.model.get_image_features(**images).pooler_output)
+        if hasattr(model.model, "inputs_merger"):  # Idefics3
+            embeds = model.model.inputs_merger(ids, embeds, features)
+        else:  # SmolVLM
+            embeds = embeds.masked_scatter(model.model.get_placeholder_mask(ids, embeds, features), features)
+    embeds = embeds[0].double()
     explained = sorted({p for unit in units for p in unit})
     rows = []
     for unit in units:

@@ -91,6 +91,15 @@ REFUSED: dict[str, str] = {
 }
 
 
+# Image-text families: a vision tower whose features take the place of the ``<image>`` tokens' embeddings, and a text
+# model (one of the rows above, found by its own model_type) that AtMan manipulates. model_type -> real checkpoints.
+VISION_LANGUAGE: dict[str, tuple[str, ...]] = {
+    "idefics3": ("HuggingFaceM4/Idefics3-8B-Llama3",),
+    "smolvlm": ("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM-500M-Instruct",
+                "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
+}
+
+
 class UnsupportedArchitectureError(AtmanError, ValueError):
     """Raised for a model whose architecture atman-onnx cannot manipulate."""
 

@@ -58,8 +58,9 @@ class Executor(Protocol):
 def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = None) -> np.ndarray:
     """One graph call: the batch's rows fed from ``batch.start`` on the cached prefix; its scored label log-probs."""
     n, start = len(batch.rows), batch.start
+    fed = shared.inputs[start:]
     result = graph.run(
-        np.broadcast_to(shared.ids[start:], (n, shared.n_fed - start)),
+        np.broadcast_to(fed, (n, *fed.shape)),
         batch.factors,
         np.broadcast_to(shared.label_positions[batch.scored] - start, (n, len(batch.scored))),
         np.broadcast_to(shared.labels[batch.scored], (n, len(batch.scored))),
@@ -90,19 +91,24 @@ class LocalExecutor:
             yield batch, logprobs
 
 
-def unperturbed(graph: Graph, fed: list[int], labels: list[int]) -> tuple[Shared, np.ndarray]:
-    """The unperturbed pass over ``fed`` scoring ``labels`` (the last ``len(labels)`` next tokens): the data its
-    plan shares, and the input embeddings [n_fed, hidden] (for conceptual suppression)."""
-    positions = np.arange(len(fed) - len(labels), len(fed))
+def unperturbed(graph: Graph, fed: np.ndarray | list[int], labels: list[int]) -> tuple[Shared, np.ndarray]:
+    """The unperturbed pass over ``fed`` (token ids, or input embeddings [n_fed, hidden]) scoring ``labels`` (the
+    last ``len(labels)`` next tokens): the data its plan shares, and the input embeddings [n_fed, hidden] (for
+    conceptual suppression)."""
+    fed = np.asarray(fed)
+    n_fed = len(fed)
+    positions = np.arange(n_fed - len(labels), n_fed)
+    embeds = fed if fed.ndim == 2 else None  # else the graph returns them
     out = graph.run(
-        np.array([fed]), np.ones((1, len(fed)), np.float32), positions[None], np.array([labels]),
-        outputs=("label_logprobs", "inputs_embeds", *graph.present_names),
+        fed[None], np.ones((1, n_fed), np.float32), positions[None], np.array([labels]),
+        outputs=("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names),
     )
     shared = Shared(
-        np.asarray(fed, dtype=np.int64), positions, np.asarray(labels, dtype=np.int64), out["label_logprobs"][0],
+        fed if fed.ndim == 2 else fed.astype(np.int64), positions, np.asarray(labels, dtype=np.int64),
+        out["label_logprobs"][0],
         tuple(out[name] for name in graph.present_names),
     )
-    return shared, out["inputs_embeds"][0]
+    return shared, embeds if embeds is not None else out["inputs_embeds"][0]
 
 
 def execute(

@@ -7,18 +7,19 @@ import numpy as np
 from atman_onnx.runtime.session import Graph
 
 
-def generate(graph: Graph, prompt_ids: list[int], max_new_tokens: int, stop: set[int]) -> list[int]:
-    """Greedy completion (unperturbed, reusing the graph's key/value cache), up to ``max_new_tokens`` tokens or a
-    token in ``stop``; returns the new ids."""
-    ids, new, past = list(prompt_ids), list(prompt_ids), None
+def generate(graph: Graph, prompt: np.ndarray | list[int], max_new_tokens: int, stop: set[int]) -> list[int]:
+    """Greedy completion (unperturbed, reusing the graph's key/value cache) of ``prompt`` (token ids, or input
+    embeddings [n, hidden]), up to ``max_new_tokens`` tokens or a token in ``stop``; returns the new ids."""
+    new, past, ids = np.asarray(prompt), None, []
     for _ in range(max_new_tokens):
+        total = len(prompt) + len(ids)
         out = graph.run(
-            np.array([new]), np.ones((1, len(ids)), np.float32), np.array([[len(new) - 1]]),
+            new[None], np.ones((1, total), np.float32), np.array([[len(new) - 1]]),
             np.zeros((1, 1), np.int64), past=past, outputs=("label_logits", *graph.present_names),
         )
         token = int(out["label_logits"][0, 0].argmax())
         if token in stop:
             break
         ids.append(token)
-        new, past = [token], [out[name] for name in graph.present_names]
-    return ids[len(prompt_ids) :]
+        new, past = np.array([token]), [out[name] for name in graph.present_names]
+    return ids

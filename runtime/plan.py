@@ -26,7 +26,7 @@ WASTE = 0.05  # prefix schedule: a batch may recompute at most this share of its
 class Shared:
     """One fed sequence and its unperturbed pass: what every batch of a plan reads."""
 
-    ids: np.ndarray  # [n_fed] token ids
+    inputs: np.ndarray  # [n_fed] token ids, or [n_fed, hidden] input embeddings (image-text models)
     label_positions: np.ndarray  # [n_labels] fed positions whose next token is scored
     labels: np.ndarray  # [n_labels] the token ids scored there
     logprobs: np.ndarray  # [n_labels] their unperturbed log-probs
@@ -34,7 +34,7 @@ class Shared:
 
     @property
     def n_fed(self) -> int:
-        return len(self.ids)
+        return len(self.inputs)
 
 
 @dataclass(frozen=True)

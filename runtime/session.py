@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from atman_onnx.core.contract import GRAPH_FILE, Manifest, load_manifest, past_names, present_names
+from atman_onnx.core.contract import EMBEDDINGS_FILE, GRAPH_FILE, Manifest, load_manifest, past_names, present_names
 from atman_onnx.core.errors import ProviderError
 
 log = logging.getLogger("atman_onnx")
@@ -88,6 +88,8 @@ class Graph:
         self.device = DEVICE_TYPE[self.session.get_providers()[0]]
         layers = self.manifest.dims["num_layers"]
         self.past_names, self.present_names = past_names(layers), present_names(layers)
+        # a graph that takes input embeddings (contract version 2) looks token ids up in the text embedding matrix
+        self.embeddings = np.load(self.folder / EMBEDDINGS_FILE, mmap_mode="r") if self.manifest.takes_embeds else None
         log.info(self.provider_note)
 
     def empty_past(self) -> list[np.ndarray]:
@@ -95,9 +97,18 @@ class Graph:
         shape = (1, self.manifest.dims["kv_heads"], 0, self.manifest.dims["head_dim"])
         return [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
 
+    def first_input(self, inputs: np.ndarray) -> tuple[str, np.ndarray]:
+        """The graph's first input for ``inputs``: token ids [batch, seq] (looked up in the embedding matrix when
+        the graph takes embeddings) or input embeddings [batch, seq, hidden]."""
+        if inputs.ndim == 3:
+            return "inputs_embeds", np.ascontiguousarray(inputs, dtype=np.float32)
+        if self.embeddings is not None:
+            return "inputs_embeds", np.ascontiguousarray(self.embeddings[inputs], dtype=np.float32)
+        return "input_ids", np.ascontiguousarray(inputs, dtype=np.int64)
+
     def run(
         self,
-        input_ids: np.ndarray,
+        inputs: np.ndarray,
         attention_scale: np.ndarray,
         label_positions: np.ndarray,
         labels: np.ndarray,
@@ -105,11 +116,13 @@ class Graph:
         outputs: tuple[str, ...] = ("label_logprobs",),
         run_options: ort.RunOptions | None = None,
     ) -> dict[str, np.ndarray]:
-        """One call of the graph on a batch of new tokens, on top of ``past`` (keys and values of the first
-        ``attention_scale.shape[1] - input_ids.shape[1]`` positions); returns the requested outputs.
+        """One call of the graph on a batch of new tokens (ids or embeddings, see ``first_input``), on top of
+        ``past`` (keys and values of the first ``attention_scale.shape[1] - inputs.shape[1]`` positions); returns
+        the requested outputs.
         ``run_options`` lets another thread end the call (``terminate``)."""
+        name, first = self.first_input(np.asarray(inputs))
         feeds = {
-            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+            name: first,
             "attention_mask": np.ones(attention_scale.shape, dtype=np.int64),
             "attention_scale": np.ascontiguousarray(attention_scale, dtype=np.float32),
             "label_positions": np.ascontiguousarray(label_positions, dtype=np.int64),

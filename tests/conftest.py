@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -116,21 +117,26 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return make
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory, tiny_model_dir):
-    """Factory: (arch, mode) -> an exported folder, exported once per session."""
+def exports(tmp_path_factory, model_dir):
+    """Factory: (name, mode) -> ``model_dir(name)`` exported, once per session."""
     from atman_onnx.export.exporter import export
 
     made: dict[tuple[str, str], Path] = {}
 
-    def make(arch: str, mode: str) -> Path:
-        if (arch, mode) not in made:
-            out = tmp_path_factory.mktemp(f"onnx-{arch}-{mode}")
-            export(str(tiny_model_dir(arch)), out, mode=mode)
-            made[arch, mode] = out
-        return made[arch, mode]
+    def make(name: str, mode: str) -> Path:
+        if (name, mode) not in made:
+            out = tmp_path_factory.mktemp(f"onnx-{name}-{mode}")
+            export(str(model_dir(name)), out, mode=mode)
+            made[name, mode] = out
+        return made[name, mode]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_model_dir):
+    """Factory: (arch, mode) -> an exported folder, exported once per session."""
+    return exports(tmp_path_factory, tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -180,3 +186,60 @@ def tiny_light_export(tmp_path_factory, tiny_model_dir):
         return made[arch, precision]
 
     return make
+
+
+IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+                *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]]
+TILE = 64  # pixels per tile side of the tiny image-text models: 8 x 8 patches of 8 pixels, 16 image tokens per tile
+
+
+def tiny_vlm(model_type: str, tokenizer):
+    """(model, image processor): a tiny random Idefics3 or SmolVLM, Llama text model (as tiny_config's) with a
+    vision tower of 64-pixel tiles, and an image processor that resizes images to at most 128 pixels (up to 2 x 2
+    tiles)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, Idefics3ImageProcessorPil, SmolVLMImageProcessorPil
+
+    torch.manual_seed(0)
+    text = tiny_config("llama", len(tokenizer)).to_dict()
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=TILE,
+                  patch_size=8, initializer_range=0.1)
+    config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision, scale_factor=2,
+                                  image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    model = AutoModelForImageTextToText.from_config(config).eval()
+    sizes = dict(size={"longest_edge": 2 * TILE}, max_image_size={"longest_edge": TILE})
+    pil = Idefics3ImageProcessorPil if model_type == "idefics3" else SmolVLMImageProcessorPil
+    return model, pil(**sizes)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory, tiny_tokenizer):
+    """Factory: model_type ('idefics3', 'smolvlm') -> a saved folder with a tiny random image-text model, the tiny
+    tokenizer plus the image tokens, its image processor and the processor's image_seq_len (what a hub checkpoint
+    has; SmolVLM's full processor needs torchvision, for videos)."""
+    import copy
+
+    made: dict[str, Path] = {}
+
+    def make(model_type: str) -> Path:
+        if model_type not in made:
+            tokenizer = copy.deepcopy(tiny_tokenizer)
+            tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
+            model, image_processor = tiny_vlm(model_type, tokenizer)
+            folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            image_processor.save_pretrained(folder)
+            processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[model_type]
+            (folder / "processor_config.json").write_text(
+                json.dumps({"processor_class": processor, "image_seq_len": 16}))
+            made[model_type] = folder
+        return made[model_type]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_export(tmp_path_factory, tiny_vlm_dir):
+    """Factory: (model_type, mode) -> an exported tiny image-text model, once per session."""
+    return exports(tmp_path_factory, tiny_vlm_dir)

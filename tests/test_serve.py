@@ -590,3 +590,29 @@ def test_serve_bad_folder_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "no exported model at" in err
     assert main(["serve", str(tmp_path), "--max-concurrent", "0"]) == 2
     assert capsys.readouterr().err == "atman-onnx: error: --max-concurrent must be at least 1, got 0\n"
+
+
+@pytest.mark.slow
+def test_smollm2_end_to_end(smollm2_export, tmp_path):
+    """The bundled model served for real: a chat prompt explained by word, streamed, equals the library's answer."""
+    folder = smollm2_export("log_additive")
+    body = {"prompt": [{"role": "user", "content": "Alice lives in Paris and Bob lives in Rome. Where does Bob live?"}],
+            "target": "Bob lives in Rome.", "granularity": "word"}
+    srv = Server([folder], tmp_path / "smollm2.log")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as client:
+            (described,) = client.get("/v1/models").json()["models"]
+            assert described["name"] == folder.name and described["mode"] == "log_additive"
+            with client.stream("POST", "/v1/explain", json=body, headers=SSE) as reply:
+                assert reply.status_code == 200
+                got = events(reply.iter_lines())
+    finally:
+        srv.stop()
+    progress = [data for name, data in got if name == "progress"]
+    (result,) = [data for name, data in got if name == "result"]
+    assert [name for name, _ in got][-1] == "result" and progress[-1]["done"] == progress[-1]["total"]
+    expected = Explainer.load(folder, provider="cpu").run(ExplainRequest.from_dict(body))
+    assert [u["text"] for u in result["units"]] == [u.text for u in expected.units]
+    np.testing.assert_allclose(np.array(result["relevance"]), expected.relevance, atol=1e-5)
+    rome = [u["text"] for u in result["units"]].index("Rome")
+    assert np.array(result["relevance"]).sum(axis=1).argmax() == rome  # the answer depends most on "Rome"

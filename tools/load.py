@@ -132,16 +132,21 @@ def burst(service: Service, extra: int, reference: np.ndarray) -> dict[str, Any]
     }
 
 
-def cost(service: Service, explainer: Explainer, request: ExplainRequest) -> dict[str, Any]:
-    """One explanation's seconds through the service and through the library, each after one warm-up run."""
+def cost(service: Service, explainer: Explainer, request: ExplainRequest, repeats: int) -> dict[str, Any]:
+    """One explanation's seconds through the service and through the library: after one warm-up run of each,
+    ``repeats`` pairs, alternating, so that both sides see the same machine; medians and their ratio."""
+    served, direct = [], []
     with service.client() as client:
         service.explain(client)
-        _, served, _ = service.explain(client)
-    explainer.run(request)
-    started = time.perf_counter()
-    explainer.run(request)
-    direct = time.perf_counter() - started
-    return {"service_s": round(served, 3), "library_s": round(direct, 3), "overhead_s": round(served - direct, 3)}
+        explainer.run(request)
+        for _ in range(repeats):
+            served.append(service.explain(client)[1])
+            started = time.perf_counter()
+            explainer.run(request)
+            direct.append(time.perf_counter() - started)
+    s, d = statistics.median(served), statistics.median(direct)
+    return {"service_s": round(s, 3), "library_s": round(d, 3), "service_over_library": round(s / d, 3),
+            "pairs": [[round(a, 2), round(b, 2)] for a, b in zip(served, direct)]}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, help="the server's process id, to read its VmRSS")
     parser.add_argument("--burst", type=int, metavar="K")
     parser.add_argument("--cost", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of service and library runs for --cost")
     parser.add_argument("--folder", type=Path, help="the exported folder served (for --burst and --cost)")
     parser.add_argument("--api-key")
     parser.add_argument("--json", type=Path)
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.burst is not None:
             report["burst"] = burst(service, args.burst, explainer.run(request).relevance)
         if args.cost:
-            report["cost"] = cost(service, explainer, request)
+            report["cost"] = cost(service, explainer, request, args.repeats)
     print(table(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
