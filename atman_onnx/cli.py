@@ -19,12 +19,22 @@ from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, so a failure never leaves half a file behind."""
+def _write_atomically(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, so a failure never leaves half a file behind."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _overlay_paths(path: Path, count: int) -> list[Path]:
+    """Where ``--overlay PATH`` writes each image's overlay: PATH for the first, PATH-2, PATH-3... (before the
+    suffix) for the others."""
+    return [path] + [path.with_name(f"{path.stem}-{n}{path.suffix}") for n in range(2, count + 1)]
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -80,7 +90,9 @@ def _explain(args: argparse.Namespace) -> None:
     from atman_onnx.explainer import Explainer
 
     request = _request(args)  # bad options fail before the model loads
-    outputs = [Path(p) for p in (args.json, args.html) if p]
+    if args.overlay and not request.images:
+        raise InputError("--overlay draws on the prompt's images: give them with --image")
+    outputs = [Path(p) for p in (args.json, args.html, args.overlay) if p]
     for path in outputs:
         if not path.parent.is_dir():
             raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
@@ -108,6 +120,13 @@ def _explain(args: argparse.Namespace) -> None:
     if args.html:
         _write_atomically(Path(args.html), explanation.to_html())
         print(f"wrote {args.html}", file=sys.stderr)
+    if args.overlay:
+        from atman_onnx.overlay import overlay_png
+
+        pngs = [overlay_png(explanation, i) for i in range(len(explanation.images))]
+        for path, png in zip(_overlay_paths(Path(args.overlay), len(pngs)), pngs):
+            _write_atomically(path, png)
+            print(f"wrote {path}", file=sys.stderr)
 
 
 SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")
@@ -124,13 +143,27 @@ def _serve(args: argparse.Namespace) -> None:
             f"serve needs the serve extra (`pip install \"atman-onnx[serve]\"`): no module {exc.name!r}"
         ) from None
     origins = tuple(o.strip() for given in args.allowed_origins or [] for o in given.split(",") if o.strip())
-    serve(ServeConfig(
+    config = ServeConfig(
         folders=tuple(args.dirs), host=args.host, port=args.port, max_concurrent=args.max_concurrent,
         max_queued=args.max_queued, threads=args.threads, provider=args.provider,
         memory_budget_mb=args.memory_budget_mb, api_key=args.api_key or os.environ.get("ATMAN_ONNX_API_KEY") or None,
         allowed_origins=origins, request_timeout=args.request_timeout, max_body_bytes=args.max_body_bytes,
         max_input_tokens=args.max_input_tokens, graceful_timeout=args.graceful_timeout,
-    ))
+    )
+    scaling = {k: getattr(args, k) for k in ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests")}
+    if args.ray is None:
+        if any(v is not None for v in scaling.values()):
+            raise InputError("--replicas, --min-replicas, --max-replicas and --target-ongoing-requests need --ray")
+        serve(config)
+        return
+    try:
+        from atman_onnx.cluster.serve_app import Scaling, run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("atman_onnx"):
+            raise
+        missing = f"no module {exc.name!r}"
+        raise AtmanError(f"serving on Ray needs the ray extra: pip install 'atman-onnx[ray]' ({missing})") from None
+    run(config, args.ray, Scaling(**scaling))
 
 
 def _request_options(ex: argparse.ArgumentParser) -> None:
@@ -176,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--chat", action="store_true", help="take the prompt as a user message in the chat template")
     ex.add_argument("--json", help="write the explanation as JSON to this file")
     ex.add_argument("--html", help="write a self-contained HTML report to this file")
+    ex.add_argument("--overlay", metavar="PNG",
+                    help="write each image with its units' relevance drawn over it, and a legend, as PNG: the first "
+                    "image to this file, the others beside it with -2, -3... before the suffix")
     ex.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB,
                     help="activation memory one graph call may use when choosing the batch size "
                     f"(default {DEFAULT_MEMORY_BUDGET_MB})")
@@ -212,6 +248,15 @@ def parser() -> argparse.ArgumentParser:
                      help="most prompt and target tokens in one request (default: the model's positions)")
     srv.add_argument("--graceful-timeout", type=float, default=30.0,
                      help="seconds to drain on SIGTERM before exiting (default 30)")
+    srv.add_argument("--ray", metavar="ADDRESS",
+                     help="serve replicas on Ray Serve behind its proxy on --host and --port (needs the ray extra): "
+                     "local, auto, ray://HOST:PORT or HOST:PORT. Per replica, --max-concurrent requests at once; "
+                     "--max-queued (at least 1) wait in Ray's proxy")
+    srv.add_argument("--replicas", type=int, metavar="N", help="with --ray: replicas, each with all models (default 1)")
+    srv.add_argument("--min-replicas", type=int, metavar="N", help="with --ray: autoscale from N replicas (0 allowed)")
+    srv.add_argument("--max-replicas", type=int, metavar="N", help="with --ray: autoscale up to N replicas")
+    srv.add_argument("--target-ongoing-requests", type=float, metavar="N",
+                     help="with autoscaling: requests per replica to scale towards (default --max-concurrent)")
     srv.set_defaults(run=_serve)
     return root
 

@@ -26,7 +26,7 @@ from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Unit, make_units
-from atman_onnx.runtime.vision import VisionEncoder, image_units
+from atman_onnx.runtime.vision import NO_IMAGES, VisionEncoder, image_units
 
 
 class Explainer:
@@ -144,7 +144,7 @@ class Explainer:
         prompt, processed = request.prompt, None
         if request.images:
             if self.vision is None:
-                raise InputError("this model takes no images: export an image-text model (idefics3, smolvlm)")
+                raise InputError(NO_IMAGES)
             prompt, processed = self.vision.prepare(prompt, request.images)
         encoded = encode_prompt(self.codec, prompt)
         fed_prompt = np.asarray(encoded.ids)
@@ -177,7 +177,7 @@ class Explainer:
             units=units, target_tokens=target_tokens, relevance=scores[0], mode=self.manifest.mode,
             suppression_factor=float(request.factor), conceptual_threshold=request.conceptual,
             granularity=request.granularity, contrast=request.contrast, contrast_ids=contrast_ids,
-            model=self.manifest.source, provider=self.graph.device,
+            model=self.manifest.source, provider=self.graph.device, images=request.images,
             timings={
                 "generate_s": generated - started,
                 "explain_s": finished - generated,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,8 +12,9 @@ import numpy as np
 from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.units import Token, Unit, box_from_dict, location_to_dict
 
-# 2 adds each unit's typed ``location`` (a text span or an image box); version-1 files still load.
-JSON_VERSION = 2
+# 2 adds each unit's typed ``location`` (a text span or an image box); 3 adds ``images`` (the prompt's images, as
+# base64 strings of their files, so that a report or overlay can be drawn from the file alone). Older files load.
+JSON_VERSION = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +44,7 @@ class Explanation:
     model: str = ""
     provider: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
+    images: tuple[bytes, ...] = ()  # the prompt's images (their files' bytes), for an image-text model
 
     @property
     def total(self) -> np.ndarray:
@@ -63,6 +66,7 @@ class Explanation:
         ]
         data["relevance"] = self.relevance.astype(float).tolist()
         data["relevance_total"] = self.total.astype(float).tolist()
+        data["images"] = [base64.b64encode(image).decode("ascii") for image in self.images]
         return {"format_version": JSON_VERSION, **data}
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -70,10 +74,10 @@ class Explanation:
 
     @classmethod
     def from_json(cls, text: str) -> Explanation:
-        """Read a file written by ``to_json`` (``format_version`` 1 or 2)."""
+        """Read a file written by ``to_json`` (``format_version`` 1, 2 or 3)."""
         data = json.loads(text)
         version = data.pop("format_version", 1)
-        if version not in (1, JSON_VERSION):
+        if version not in (1, 2, JSON_VERSION):
             raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
         data.pop("relevance_total", None)
         data["tokens"] = [Token(**t) for t in data["tokens"]]
@@ -82,6 +86,7 @@ class Explanation:
             for u in data["units"]
         ]
         data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["units"]), -1)
+        data["images"] = tuple(base64.b64decode(image) for image in data.get("images", []))
         return cls(**data)
 
     def to_text(self, color: bool = False, top: int = 5) -> str:

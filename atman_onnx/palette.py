@@ -1,9 +1,10 @@
-"""The one colour ramp of every rendering (terminal heatmap, HTML report): white at 0, red for relevance that
-raises the target's likelihood, blue for relevance that lowers it."""
+"""The one colour ramp of every rendering (terminal heatmap, HTML report, image overlay): white at 0, red for
+relevance that raises the target's likelihood, blue for relevance that lowers it."""
 
 from __future__ import annotations
 
 POSITIVE, NEGATIVE = (214, 39, 40), (33, 102, 196)  # the colours of +max and -max
+OPACITY = 0.5  # how much of an image a heatmap over it covers (the PNG overlay and the HTML report alike)
 
 
 def shade(value: float) -> tuple[int, int, int]:

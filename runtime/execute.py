@@ -96,6 +96,8 @@ def unperturbed(graph: Graph, fed: np.ndarray | list[int], labels: list[int]) ->
     last ``len(labels)`` next tokens): the data its plan shares, and the input embeddings [n_fed, hidden] (for
     conceptual suppression)."""
     fed = np.asarray(fed)
+    if fed.ndim == 1 and graph.embeddings is not None:  # text alone, for a graph that takes embeddings
+        fed = np.asarray(graph.embeddings[fed], dtype=np.float32)
     n_fed = len(fed)
     positions = np.arange(n_fed - len(labels), n_fed)
     embeds = fed if fed.ndim == 2 else None  # else the graph returns them

@@ -235,7 +235,13 @@ def preprocess(images: Sequence[ImageSource], config: ImageConfig) -> Processed:
         raise InputError(f"preprocess takes a list of images, got {type(images).__name__}")
     if not images:
         raise InputError("no images to preprocess")
-    return Processed(tuple(_process_one(load_image(image), config) for image in images))
+    processed = []
+    for i, image in enumerate(images):
+        try:
+            processed.append(_process_one(load_image(image), config))
+        except InputError as exc:
+            raise InputError(f"image {i + 1}: {exc}") from None
+    return Processed(tuple(processed))
 
 
 def _process_one(image: Image, config: ImageConfig) -> ProcessedImage:

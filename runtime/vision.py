@@ -23,6 +23,7 @@ from atman_onnx.runtime.units import ImageBox, Unit
 
 IMAGE_UNITS = ("region", "tile", "token")  # (the request checks the same names)
 DEFAULT_GRID = 4  # regions: a 4 x 4 grid over each image
+NO_IMAGES = "this model takes no images: export an image-text model (idefics3, smolvlm)"
 MAX_SPLIT = 8  # row/column tags looked for: <row_r_col_c> for r, c up to this
 
 

@@ -42,7 +42,10 @@ class Service:
         self.warm_up_error: str | None = None
 
     async def warm_up(self) -> None:
-        """Run each model once off the event loop; ready only when all have run."""
+        """Run each model once off the event loop; ready only when all have run. Once: a Ray Serve replica
+        (cluster/serve_app.py) warms up before its application starts."""
+        if self.ready:
+            return
         try:
             for model in self.models.values():
                 await asyncio.get_running_loop().run_in_executor(None, model.warm_up)

@@ -12,6 +12,7 @@ from atman_onnx.core.errors import InputError
 from atman_onnx.explainer import Explainer
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import encode_prompt, encode_target
+from atman_onnx.runtime.vision import NO_IMAGES
 from atman_onnx.serve.config import ServeConfig
 from atman_onnx.serve.errors import ApiError
 
@@ -40,8 +41,15 @@ class ServedModel:
 
     def check_size(self, request: ExplainRequest, config: ServeConfig) -> None:
         """Refuse (422) a prompt plus target longer than ``--max-input-tokens``, before it is admitted."""
-        codec = self.explainer.codec
-        count = len(encode_prompt(codec, request.prompt).ids)
+        codec, prompt = self.explainer.codec, request.prompt
+        if request.images:  # the prompt as fed: each image's tokens in the place of its marker
+            if self.explainer.vision is None:
+                raise InputError(NO_IMAGES)
+            try:
+                prompt, _ = self.explainer.vision.prepare(prompt, request.images)
+            except InputError as exc:
+                raise InputError(f"field 'images': {exc}") from None
+        count = len(encode_prompt(codec, prompt).ids)
         count += len(encode_target(codec, request.target)) if request.target is not None else request.max_new_tokens
         limit = self.max_input_tokens(config)
         if count > limit:

@@ -20,6 +20,7 @@ _TYPES: dict[str, dict[str, Any]] = {
     "float": {"type": "number"}, "float | None": {"type": ["number", "null"]},
     "int": {"type": "integer"}, "int | None": {"type": ["integer", "null"]}, "bool": {"type": "boolean"},
     "tuple[tuple[int, int], ...] | None": {"anyOf": [_SPANS, {"type": "null"}]},
+    "tuple[bytes, ...]": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
 }
 MODEL_FIELD = {"type": "string", "description": "the served model's name (its folder's name); optional when the "
                "service serves one model"}
@@ -53,6 +54,9 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     "provider": ({"type": "string"}, "cpu or cuda"),
     "timings": ({"type": "object"}, "seconds spent (generate_s, explain_s, total_s) and the work done (passes, "
                 "batch_size, schedule, positions_computed)"),
+    "images": ({"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
+               "the prompt's images (base64 of their files; empty for text): units with an image location lie on "
+               "them"),
     "request_id": ({"type": "string"}, "this request's id (also in the X-Request-ID header)"),
 }
 
@@ -66,7 +70,7 @@ def explain_request() -> dict[str, Any]:
         if f.default is MISSING:
             required.append(f.name)
         else:
-            properties[f.name]["default"] = f.default
+            properties[f.name]["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
     return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
 
 

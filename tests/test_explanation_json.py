@@ -1,4 +1,4 @@
-"""The explanation JSON: format 2 adds each unit's typed location; format-1 files still load."""
+"""The explanation JSON: format 2 adds each unit's typed location, format 3 the images; older files still load."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from atman_onnx.core.errors import InputError
 from test_html import make_explanation
 
 V1 = Path(__file__).with_name("data") / "explanation-v1.json"
+V2 = Path(__file__).with_name("data") / "explanation-v2.json"
 
 
 def test_version_1_file_loads_with_text_locations():
@@ -24,17 +25,28 @@ def test_version_1_file_loads_with_text_locations():
     assert old.units == want.units and old.tokens == want.tokens
     assert np.array_equal(old.relevance, want.relevance) and old.timings == want.timings
     assert old.units[1].location == TextSpan("prompt", 0, 12)
-    again = json.loads(old.to_json())  # written again, it is a version-2 file with the same fields
-    assert again["format_version"] == 2
-    assert {k: v for k, v in again.items() if k != "format_version"} == {
+    again = json.loads(old.to_json())  # written again, it is a version-3 file with the same fields
+    assert again["format_version"] == 3 and again["images"] == []
+    assert {k: v for k, v in again.items() if k not in ("format_version", "images")} == {
         **{k: v for k, v in data.items() if k not in ("format_version", "units")},
         "units": [{**u, "location": again["units"][i]["location"]} for i, u in enumerate(data["units"])],
     }
 
 
-def test_version_2_types_every_location():
+def test_version_2_file_loads_without_images():
+    data = json.loads(V2.read_text())
+    assert data["format_version"] == 2 and "images" not in data
+    old = Explanation.from_json(V2.read_text())
+    want = make_explanation()
+    assert old.units == want.units and np.array_equal(old.relevance, want.relevance) and old.images == ()
+    again = json.loads(old.to_json())
+    assert {k: v for k, v in again.items() if k not in ("format_version", "images")} == {
+        k: v for k, v in data.items() if k != "format_version"}
+
+
+def test_version_3_types_every_location_and_carries_images():
     data = json.loads(make_explanation().to_json())
-    assert data["format_version"] == 2
+    assert data["format_version"] == 3 and data["images"] == []
     assert data["units"][1] == {"text": "<b>Paris</b>", "start": 0, "end": 12, "segment": "prompt", "positions": [1],
                                 "location": {"type": "text", "segment": "prompt", "start": 0, "end": 12}}
     assert data["units"][5]["location"] == {"type": "text", "segment": "target", "start": 0, "end": 3}
@@ -50,10 +62,12 @@ def test_image_box_round_trips():
                                              "height": 0.5}
     again = Explanation.from_json(with_image.to_json())
     assert again.units == units and again.units[-1].location == box
+    pictured = Explanation.from_json(replace(with_image, images=(b"\x89PNG fake", b"GIF89a")).to_json())
+    assert pictured.images == (b"\x89PNG fake", b"GIF89a")
 
 
 def test_newer_format_is_refused_in_one_line():
     data = json.loads(make_explanation().to_json())
-    data["format_version"] = 3
-    with pytest.raises(InputError, match="format_version 3 is newer than this atman-onnx reads"):
+    data["format_version"] = 4
+    with pytest.raises(InputError, match="format_version 4 is newer than this atman-onnx reads"):
         Explanation.from_json(json.dumps(data))

@@ -616,3 +616,34 @@ def test_smollm2_end_to_end(smollm2_export, tmp_path):
     np.testing.assert_allclose(np.array(result["relevance"]), expected.relevance, atol=1e-5)
     rome = [u["text"] for u in result["units"]].index("Rome")
     assert np.array(result["relevance"]).sum(axis=1).argmax() == rome  # the answer depends most on "Rome"
+
+
+def test_images_as_base64(tiny_vlm_export, tmp_path):
+    """An image-text model served: images travel as base64 in ``images``; a bad one is a 422 naming the field."""
+    import base64
+
+    from test_vision import PROMPT as IMAGE_PROMPT
+    from test_vision import TARGET as IMAGE_TARGET
+    from test_vision import png
+
+    folder = tiny_vlm_export("idefics3", "log_additive")
+    body = {"prompt": IMAGE_PROMPT, "target": IMAGE_TARGET, "images": [base64.b64encode(png(150, 100)).decode()],
+            "image_units": "tile"}
+    srv = Server([folder], tmp_path / "vlm.log")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            reply = client.post("/v1/explain", json=body)
+            not_base64 = client.post("/v1/explain", json={**body, "images": ["%%%"]})
+            not_image = client.post("/v1/explain", json={**body, "images": [base64.b64encode(b"GIF8").decode()]})
+            not_listed = client.post("/v1/explain", json={**body, "images": "abc"})
+    finally:
+        srv.stop()
+    assert reply.status_code == 200, reply.text
+    expected = Explainer.load(folder, provider="cpu").run(ExplainRequest.from_dict(body))
+    np.testing.assert_allclose(np.array(reply.json()["relevance"]), expected.relevance, atol=1e-5)
+    assert [u["location"]["type"] for u in reply.json()["units"]].count("image") == 5
+    assert reply.json()["images"] == body["images"]
+    assert not_base64.status_code == 422 and "field 'images': image 1 is not valid base64" in not_base64.json()["error"]
+    assert not_image.status_code == 422 and not_image.json()["error"].startswith(
+        "field 'images': image 1: not an image Pillow can read")
+    assert not_listed.status_code == 422 and "field 'images' must be a list of base64 strings" in not_listed.json()["error"]
