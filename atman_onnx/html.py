@@ -5,6 +5,7 @@ used. Inline CSS and JS only, no network assets."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 from html import escape
@@ -149,8 +150,6 @@ def _data_uri(data: bytes) -> str:
     if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         mime = "image/webp"
     if mime is None:  # a format browsers do not show: Pillow read it to explain it, and converts it here
-        import io
-
         from atman_onnx.runtime.images import load_image
 
         buffer = io.BytesIO()

@@ -8,7 +8,6 @@ import io
 import os
 import re
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,15 +34,16 @@ def pixels_of(data: bytes) -> np.ndarray:
 
 
 def hand_made(boxes: list[tuple[ImageBox, list[float]]], images: tuple[bytes, ...]) -> Explanation:
-    """A prompt word "look" with relevance (5, 5), then one image unit per box with its relevance row."""
-    tokens = [Token("look", 0, 4, "prompt")] + [Token("<image>", 4, 11, "prompt") for _ in boxes]
+    """A prompt word "look" with relevance (5, 5), then one image token and unit per box with its relevance row."""
+    tokens = [Token("look", 0, 4, "prompt")] + [Token("<image>", 4 + 7 * i, 11 + 7 * i, "prompt")
+                                                for i in range(len(boxes))]
     units = [Unit("look", 0, 4, "prompt", (0,))] + [
         Unit(f"image {box.image + 1}, region {i}", 0, 0, "image", (i + 1,), box) for i, (box, _) in enumerate(boxes)]
     relevance = np.array([[5.0, 5.0]] + [row for _, row in boxes], dtype=np.float32)
     return Explanation(
-        prompt="look<image>", target=" here", prompt_ids=list(range(len(tokens))), target_ids=[90, 91],
-        tokens=tokens, target_tokens=[" he", "re"], units=units, relevance=relevance, mode="log_additive",
-        suppression_factor=0.1, images=images,
+        prompt="look" + "<image>" * len(boxes), target=" here", prompt_ids=list(range(len(tokens))),
+        target_ids=[90, 91], tokens=tokens, target_tokens=[" he", "re"], units=units, relevance=relevance,
+        mode="log_additive", suppression_factor=0.1, images=images,
     )
 
 
@@ -97,6 +97,22 @@ def test_overlay_refusals(monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(InputError, match=r"^images need Pillow: pip install 'atman-onnx\[images\]'$"):
         overlay(hand_made([(box, [1.0, 0.0])], (image,)))
+
+
+def test_report_of_a_tiff_embeds_it_as_png_with_its_boxes():
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png(30, 20))).save(buffer, format="TIFF")  # browsers do not show TIFF
+    explanation = hand_made([(ImageBox(0, 0.0, 0.0, 0.5, 1.0), [1.0, 0.0]),
+                             (ImageBox(0, 0.5, 0.0, 0.5, 1.0), [-0.5, 0.0])], (buffer.getvalue(),))
+    page = explanation.to_html()
+    src = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(src) == 1 and np.array_equal(pixels_of(base64.b64decode(src[0])), pixels_of(png(30, 20)))
+    boxes = elements("div", page, "box")  # side by side, no overlap: one view; scaled by the word's total, 10
+    assert [(b["data-index"], b["style"]) for b in boxes] == [
+        ("1", "left: 0.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(251, 233, 234)"),
+        ("2", "left: 50.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(244, 247, 252)")]
+    assert [b["title"] for b in boxes] == ["image 1, region 0 \u00b7 +1.0000", "image 1, region 1 \u00b7 -0.5000"]
+    assert '>look</span><span class="imgref">[image 1]</span></div>' in page and "&lt;image&gt;" not in page
 
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
