@@ -14,6 +14,7 @@ that the proxy answers 503 with ``Retry-After``, in the service's JSON when ``cl
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -172,19 +173,23 @@ def _parse(key: str, value: Any) -> Any:
 def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None:
     """``atman-onnx serve --ray``: connect to Ray, start Serve's proxy on the configured host and port (with
     ``cluster/proxy.py``, when this starts Serve), deploy, and serve until SIGTERM or SIGINT; then delete the
-    application, letting the requests in flight finish for up to ``graceful_timeout`` (and stop Serve itself, on a
-    Ray started here)."""
+    application, letting the requests in flight finish for up to ``graceful_timeout`` (a Ray started here ends with
+    this process)."""
     app = application(config, scaling)  # bad folders and options fail before connecting
     connect(address)
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    if scaling.least * (config.threads or 1) > cpus:
-        raise ClusterError(f"{scaling.least} replicas of {config.threads or 1} threads need "
-                           f"{scaling.least * (config.threads or 1)} CPUs; the Ray cluster has {cpus}")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this process says what it serves in one line
+    cpus, threads = int(ray.cluster_resources().get("CPU", 0)), config.threads or 1
+    if scaling.least * threads > cpus:
+        raise ClusterError(f"{scaling.least} replicas of {threads} threads need {scaling.least * threads} CPUs; "
+                           f"the Ray cluster has {cpus}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    serve.start(http_options={"host": config.host, "port": config.port},
-                controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
+    try:
+        serve.start(http_options={"host": config.host, "port": config.port},
+                    controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
+    except RuntimeError as exc:  # Ray's task errors subclass the cause's type too
+        raise ClusterError(f"starting Ray Serve failed: {_last_line(str(exc))}") from None
     try:
         try:
             serve.run(app, name=APP_NAME, route_prefix="/")
@@ -195,12 +200,15 @@ def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None
         stop.wait()
     finally:
         serve.delete(APP_NAME)
-        if address == "local":
-            serve.shutdown()
 
 
 def _failure() -> str:
-    """Why the deployment failed: the last line of its replicas' error (the exception), else Ray's message."""
+    """Why the deployment failed: the last line of its replicas' error (the exception raised)."""
     status = serve.status().applications.get(APP_NAME)
-    lines = [line for d in status.deployments.values() for line in d.message.strip().splitlines()] if status else []
-    return lines[-1] if lines else "see the Serve controller's log"
+    return _last_line("\n".join(d.message for d in status.deployments.values()) if status else "")
+
+
+def _last_line(text: str) -> str:
+    """The last line of a traceback or message: the exception and what it says."""
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else "see the Serve controller's log"

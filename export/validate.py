@@ -145,7 +145,7 @@ def validate(
     }
 
 
-VISION_TOLERANCE = 1e-5
+VISION_TOLERANCE = 1e-4  # absolute, as for label_logprobs: a deep tower of random weights reaches 1e-5
 VISION_TILES = (1, 3)  # tiles per call in the vision graph's cases
 
 

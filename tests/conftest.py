@@ -243,3 +243,15 @@ def tiny_vlm_dir(tmp_path_factory, tiny_tokenizer):
 def tiny_vlm_export(tmp_path_factory, tiny_vlm_dir):
     """Factory: (model_type, mode) -> an exported tiny image-text model, once per session."""
     return exports(tmp_path_factory, tiny_vlm_dir)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One local Ray instance of 2 CPUs for the session (test_ray.py, test_ray_serve.py), started by ``connect`` as
+    the command line does; each file gives back the CPUs it took."""
+    ray = pytest.importorskip("ray")
+    from atman_onnx.cluster.executor import connect
+
+    connect("local", num_cpus=2)
+    yield
+    ray.shutdown()

@@ -23,14 +23,6 @@ PROMPT, TARGET = "The dog met the dog and the fox in the garden. The capital of 
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """One local Ray instance of 2 CPUs for the whole file, started by ``connect`` as the command line does."""
-    connect("local", num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def folder(tiny_export):
     return tiny_export("llama", "log_additive")
 
