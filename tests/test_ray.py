@@ -175,3 +175,16 @@ def test_shards_need_cpus_and_an_address(cluster, folder):
         RayExecutor(folder, 3)
     with pytest.raises(InputError, match="shards need a Ray address"):
         Explainer.load(folder, shards=2)
+
+
+@pytest.mark.slow
+def test_split_explanation_equals_local_on_smollm2(smollm2_export, executors):
+    folder = smollm2_export("log_additive")
+    local = Explainer.load(folder, provider="cpu", threads=1)
+    split = Explainer(local.graph, local.codec, executor=executors(folder))
+    prompt = "Alice lives in Paris and Bob lives in Rome. Bob lives in the city of"
+    for options in ({"conceptual": 0.7, "batch_size": 4}, {"granularity": "word", "batch_size": 2}):
+        want = local.explain(prompt, " Rome", **options)
+        got = split.explain(prompt, " Rome", **options)
+        assert np.abs(want.relevance).max() > 1e-2 and len(want.units) > 8
+        np.testing.assert_allclose(got.relevance, want.relevance, rtol=0, atol=1e-6)

@@ -101,8 +101,9 @@ def measure(folder: str, length: int, workers: int, repeats: int, parts_repeats:
         prompt_ids, target_ids = build_case(threads, length, TARGET_TOKENS)
         prompt, target = threads.codec.decode(prompt_ids), threads.codec.decode(target_ids)
         request = ExplainRequest(prompt=prompt, target=target)
-        split.run(request)  # warm up both: sessions' first calls, actors' first batches
-        threads.run(request)
+        warm_up = ExplainRequest(prompt=threads.codec.decode(prompt_ids[:32]), target=target)
+        split.run(warm_up)  # warm up both (sessions' first calls, actors' first batches) on a short prompt
+        threads.run(warm_up)
         times: dict[str, list[float]] = {"split": [], "threads": []}
         for _ in range(repeats):
             for name, explainer in (("split", split), ("threads", threads)):
