@@ -17,7 +17,7 @@ import numpy as np
 from atman_onnx.core.errors import InputError
 from atman_onnx.explanation import Explanation
 from atman_onnx.request import ExplainRequest
-from atman_onnx.runtime.encode import EncodedPrompt, Prompt, encode_prompt, encode_target, fed_tokens
+from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target, fed_tokens
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
 from atman_onnx.runtime.generate import generate

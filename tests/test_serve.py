@@ -427,10 +427,11 @@ def test_other_refusals(client, tiny, long_export):
 def test_overloaded_is_503_at_once(server, client, long_export):
     with httpx.Client(base_url=server.url, timeout=30) as other:
         with client.stream("POST", "/v1/explain", json=slow_body(long_export, 700), headers=SSE) as first:
-            _still_reading = first_progress(first)
+            lines = first_progress(first)
             started = time.monotonic()
             second = other.post("/v1/explain", json=slow_body(long_export))
             assert time.monotonic() - started < 3  # at once, not after the first one
+            assert next(lines).startswith("data: {\"done\": ")  # and the first is still streaming
     assert second.status_code == 503 and second.json()["type"] == "overloaded"
     assert int(second.headers["retry-after"]) >= 1
     wait_idle(client)
