@@ -177,14 +177,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     rows = []
-    for length in args.tokens:
+    for length in args.tokens:  # each length reported and saved as soon as it is measured: long runs get cut off
         rows.append(measure(args.dir, length, args.workers, args.repeats, args.parts_repeats))
-        print(f"measured {length} tokens", flush=True)
-    predictions = predict(rows, args.predict_tokens, args.predict_workers)
-    print(table(rows, predictions))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"folder": args.dir, "rows": rows, "predictions": predictions}, handle, indent=2)
+        predictions = predict(rows, args.predict_tokens, args.predict_workers)
+        print(f"measured {length} tokens\n{table(rows, predictions)}\n", flush=True)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"folder": args.dir, "rows": rows, "predictions": predictions}, handle, indent=2)
 
 
 if __name__ == "__main__":
