@@ -38,11 +38,16 @@ class VisionEncoder:
 
     def prepare(self, prompt: Prompt, images: Sequence[ImageSource]) -> tuple[Prompt, Processed]:
         """The prompt (text, or chat messages) with each ``<image>`` marker expanded into its image's tokens, in
-        order, and the processed images."""
+        order, and the processed images. Chat messages without markers get the images at the start of the first
+        user message, where Idefics3's and SmolVLM's templates put a message's image parts."""
         processed = preprocess(images, self.config)
         if isinstance(prompt, str):
             return expand_prompt(prompt, processed.layouts, self.config), processed
         marker, layouts, messages = self.config.image_token, processed.layouts, []
+        if not any(marker in m["content"] for m in prompt):
+            first = next((i for i, m in enumerate(prompt) if m.get("role") == "user"), 0)
+            prompt = [{**m, "content": marker * len(layouts) + m["content"]} if i == first else m
+                      for i, m in enumerate(prompt)]
         counts = [m["content"].count(marker) for m in prompt]
         if sum(counts) != len(layouts):
             raise InputError(f"the messages have {sum(counts)} {marker} markers but {len(layouts)} images were given; "

@@ -132,6 +132,11 @@ def test_generated_target_and_chat_prompt(tiny_vlm_export):
     image = png(64, 64)
     result = explainer.explain([{"role": "user", "content": "Look: <image> What is it?"}], images=[image],
                                max_new_tokens=2, image_units="tile")
+    # without a marker, the image goes first in the user message, as the models' templates put image parts
+    unmarked = explainer.explain([{"role": "user", "content": "What is it?"}], " A", images=[image],
+                                 image_units="tile", granularity="word")
+    assert unmarked.prompt.startswith("<user>\n<fake_token_around_image><row_1_col_1><image>")
+    assert [u.text for u in unmarked.units if u.segment == "prompt"] == ["What", "is", "it", "?"]
     assert 1 <= len(result.target_ids) <= 2
     # enlarged to the longest edge (128): 2 x 2 tiles and the global image
     assert [u.text for u in result.units if u.segment == "image"] == [f"image 1, tile {i}" for i in range(1, 6)]
