@@ -124,7 +124,7 @@ class Explainer:
         """The fed sequence: the prompt (ids or input embeddings) followed by ``ids``, in the prompt's form."""
         if prompt.ndim == 1:
             return np.concatenate([prompt, np.asarray(ids, dtype=prompt.dtype)])
-        return np.concatenate([prompt, np.asarray(self.graph.embeddings[ids], dtype=np.float32).reshape(len(ids), -1)])
+        return np.concatenate([prompt, self.graph.embed(ids).reshape(len(ids), -1)])
 
     def _with_image_units(self, units: list[Unit], ids: list[int], processed, request: ExplainRequest) -> list[Unit]:
         """Text units without the image layout tokens, and the image units, in the order of their first positions."""
@@ -149,7 +149,7 @@ class Explainer:
         encoded = encode_prompt(self.codec, prompt)
         fed_prompt = np.asarray(encoded.ids)
         if processed is not None:
-            fed_prompt = self.vision.embed(self.graph.embeddings, encoded.ids, processed)
+            fed_prompt = self.vision.embed(self.graph, encoded.ids, processed)
         target, target_ids = self._completion(request.target, fed_prompt, request.max_new_tokens)
         contrast_ids = None
         if request.contrast is not None:

@@ -97,7 +97,7 @@ def unperturbed(graph: Graph, fed: np.ndarray | list[int], labels: list[int]) ->
     conceptual suppression)."""
     fed = np.asarray(fed)
     if fed.ndim == 1 and graph.embeddings is not None:  # text alone, for a graph that takes embeddings
-        fed = np.asarray(graph.embeddings[fed], dtype=np.float32)
+        fed = graph.embed(fed)
     n_fed = len(fed)
     positions = np.arange(n_fed - len(labels), n_fed)
     embeds = fed if fed.ndim == 2 else None  # else the graph returns them

@@ -97,13 +97,18 @@ class Graph:
         shape = (1, self.manifest.dims["kv_heads"], 0, self.manifest.dims["head_dim"])
         return [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
 
+    def embed(self, ids: np.ndarray | list[int]) -> np.ndarray:
+        """Input embeddings [..., hidden] of token ids, from the text embedding matrix of a graph that takes
+        embeddings (contract version 2)."""
+        return np.ascontiguousarray(self.embeddings[np.asarray(ids)], dtype=np.float32)
+
     def first_input(self, inputs: np.ndarray) -> tuple[str, np.ndarray]:
         """The graph's first input for ``inputs``: token ids [batch, seq] (looked up in the embedding matrix when
         the graph takes embeddings) or input embeddings [batch, seq, hidden]."""
         if inputs.ndim == 3:
             return "inputs_embeds", np.ascontiguousarray(inputs, dtype=np.float32)
         if self.embeddings is not None:
-            return "inputs_embeds", np.ascontiguousarray(self.embeddings[inputs], dtype=np.float32)
+            return "inputs_embeds", self.embed(inputs)
         return "input_ids", np.ascontiguousarray(inputs, dtype=np.int64)
 
     def run(

@@ -17,7 +17,7 @@ from atman_onnx.core.contract import VISION_FILE, Manifest
 from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.encode import Prompt
 from atman_onnx.runtime.images import ImageConfig, ImageSource, Processed, expand_prompt, preprocess, token_boxes
-from atman_onnx.runtime.session import open_session
+from atman_onnx.runtime.session import Graph, open_session
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import ImageBox, Unit
 
@@ -71,14 +71,15 @@ class VisionEncoder:
         (features,) = self.session.run(None, {"pixel_values": processed.pixel_values})
         return features.reshape(-1, features.shape[-1])
 
-    def embed(self, embeddings: np.ndarray, ids: list[int], processed: Processed) -> np.ndarray:
-        """The decoder's input embeddings for ``ids``: text rows from ``embeddings``, image rows from the features."""
+    def embed(self, graph: Graph, ids: list[int], processed: Processed) -> np.ndarray:
+        """The decoder's input embeddings for ``ids``: text rows from the graph's embedding matrix, image rows from
+        the features."""
         ids_array = np.asarray(ids)
         at = np.flatnonzero(ids_array == self.image_token_id)
         features = self.features(processed)
         if len(at) != len(features):
             raise InputError(f"the prompt has {len(at)} image tokens but its images give {len(features)} features")
-        fed = np.array(embeddings[ids_array], dtype=np.float32)
+        fed = graph.embed(ids_array)
         fed[at] = features
         return fed
 

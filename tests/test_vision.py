@@ -67,7 +67,7 @@ def test_split_pipeline_equals_the_whole_model(tiny_vlm_export, torch_model, mod
     image = png(150, 100)
     prompt, processed = explainer.vision.prepare(PROMPT, [image])
     ids = encode_prompt(explainer.codec, prompt).ids
-    fed = explainer.vision.embed(explainer.graph.embeddings, ids, processed)
+    fed = explainer.vision.embed(explainer.graph, ids, processed)
     n = len(ids)
     scale = np.where(np.arange(n) % 3 == 0, 0.3, 1.0).astype(np.float32)
     labels = np.array([[5, 7, 11]])
