@@ -19,16 +19,40 @@ from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES
 
 
-def _write_atomically(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, so a failure never leaves half a file behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _write_all(files: list[tuple[Path, bytes]]) -> None:
+    """Write every file through a temporary file beside it, then move them all into place: a failure leaves no
+    half-written file, and none of the set unless it fails in the final moves. Files get the usual mode (0666 less
+    the umask), not ``mkstemp``'s 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    staged: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        for path, data in files:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o666 & ~umask)
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    except OSError as exc:
+        raise AtmanError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an output path that cannot be written, before the explanation runs."""
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"cannot write {path}: folder {path.parent} is not writable")
 
 
 def _overlay_paths(path: Path, count: int) -> list[Path]:
@@ -92,10 +116,9 @@ def _explain(args: argparse.Namespace) -> None:
     request = _request(args)  # bad options fail before the model loads
     if args.overlay and not request.images:
         raise InputError("--overlay draws on the prompt's images: give them with --image")
-    outputs = [Path(p) for p in (args.json, args.html, args.overlay) if p]
-    for path in outputs:
-        if not path.parent.is_dir():
-            raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+    for path in (args.json, args.html, args.overlay):
+        if path:
+            _check_writable(Path(path))
     explainer = Explainer.load(
         args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb,
         ray=args.ray, shards=args.shards,
@@ -114,19 +137,19 @@ def _explain(args: argparse.Namespace) -> None:
     if not args.quiet:
         print(explainer.provider_note, file=sys.stderr)
     print(explanation.to_text(color=sys.stdout.isatty()))
+    files = []  # rendered before any is written
     if args.json:
-        _write_atomically(Path(args.json), explanation.to_json() + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        files.append((Path(args.json), (explanation.to_json() + "\n").encode("utf-8")))
     if args.html:
-        _write_atomically(Path(args.html), explanation.to_html())
-        print(f"wrote {args.html}", file=sys.stderr)
+        files.append((Path(args.html), explanation.to_html().encode("utf-8")))
     if args.overlay:
         from atman_onnx.overlay import overlay_png
 
         pngs = [overlay_png(explanation, i) for i in range(len(explanation.images))]
-        for path, png in zip(_overlay_paths(Path(args.overlay), len(pngs)), pngs):
-            _write_atomically(path, png)
-            print(f"wrote {path}", file=sys.stderr)
+        files += zip(_overlay_paths(Path(args.overlay), len(pngs)), pngs)
+    _write_all(files)
+    for path, _ in files:
+        print(f"wrote {path}", file=sys.stderr)
 
 
 SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")

@@ -7,6 +7,7 @@ perturbations, execute the plan, score, and pack an ``Explanation``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,8 +56,10 @@ class Explainer:
         ``ray`` ('local', 'auto', ``ray://HOST:PORT`` or ``HOST:PORT``) runs the perturbation batches on ``shards``
         Ray actors (default: the cluster's CPUs / ``threads``) of ``threads`` threads each (default 1).
         """
-        if memory_budget_mb <= 0:
-            raise InputError(f"memory budget must be positive, got {memory_budget_mb}")
+        if not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+            raise InputError(f"memory budget must be a positive number of MB, got {memory_budget_mb}")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be at least 1, got {threads}")
         if shards is not None and ray is None:
             raise InputError("shards need a Ray address (ray=...)")
         graph = Graph(folder, provider=provider, threads=threads)
@@ -69,6 +72,19 @@ class Explainer:
         vision = VisionEncoder(folder, graph.manifest, provider, threads) if graph.manifest.takes_embeds else None
         return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb, executor, vision)
 
+    def close(self) -> None:
+        """Give back what the executor holds: a Ray executor's actors and their CPUs (a local one holds nothing).
+        ``with Explainer.load(...) as explainer:`` closes it on leaving."""
+        close = getattr(self.executor, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @property
     def provider_note(self) -> str:
         return self.graph.provider_note
@@ -79,22 +95,27 @@ class Explainer:
                 f"sequence of {n_tokens} tokens is longer than the model's {self.manifest.max_positions} positions"
             )
 
-    def _completion(self, text: str | None, prompt: np.ndarray, max_new_tokens: int) -> tuple[str, list[int]]:
+    def _completion(
+        self, text: str | None, prompt: np.ndarray, max_new_tokens: int, stop: Stop | None = None
+    ) -> tuple[str, list[int]]:
         """A completion's text and ids: as given, or the model's greedy completion of the fed ``prompt`` (ids or
         input embeddings) when None."""
         if text is not None:
             return text, encode_target(self.codec, text)
         self._check_length(len(prompt) + max_new_tokens - 1)
-        ids = generate(self.graph, prompt, max_new_tokens, self.manifest.stop_ids)
+        ids = generate(self.graph, prompt, max_new_tokens, self.manifest.stop_ids, stop)
         if not ids:
             raise InputError("the model generated no target tokens; pass a target")
         return self.codec.decode(ids), ids
 
-    def plan(self, fed: np.ndarray | list[int], labels: list[int], units: list[Unit], request: ExplainRequest) -> Plan:
+    def plan(
+        self, fed: np.ndarray | list[int], labels: list[int], units: list[Unit], request: ExplainRequest,
+        stop: Stop | None = None,
+    ) -> Plan:
         """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
         unit in turn."""
         self._check_length(len(fed))
-        shared, embeddings = unperturbed(self.graph, fed, labels)
+        shared, embeddings = unperturbed(self.graph, fed, labels, stop)
         groups = check_units([list(u.positions) for u in units], len(fed))
         factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
         m = self.manifest
@@ -112,19 +133,19 @@ class Explainer:
         ``options`` are the fields of ``ExplainRequest``: factor, conceptual, granularity, spans, delimiter,
         include_template, contrast, max_new_tokens, batch_size, schedule. ``on_progress(done, total)`` is called
         with the perturbations done after every batch; setting ``stop`` (a ``Stop``) from another thread ends the
-        explanation within one batch. ``images`` (file paths, bytes or PIL images) go with an image-text model's
+        explanation within one graph call (a generation step, an unperturbed pass or a batch). ``images`` (file paths, bytes or PIL images) go with an image-text model's
         prompt, one per ``<image>`` marker.
         """
         request = ExplainRequest.from_dict({"prompt": prompt, "target": target, **options})
-        if images:  # file paths, bytes or PIL images here (base64 strings are the JSON form)
-            request = dataclasses.replace(request, images=tuple(images))
+        if not isinstance(images, (list, tuple)) or images:  # paths, bytes or PIL images (JSON: base64 strings)
+            request = dataclasses.replace(request, images=images)  # checked there: a lone path is refused
         return self.run(request, on_progress, stop)
 
     def _fed(self, prompt: np.ndarray, ids: list[int]) -> np.ndarray:
         """The fed sequence: the prompt (ids or input embeddings) followed by ``ids``, in the prompt's form."""
         if prompt.ndim == 1:
             return np.concatenate([prompt, np.asarray(ids, dtype=prompt.dtype)])
-        return np.concatenate([prompt, self.graph.embed(ids).reshape(len(ids), -1)])
+        return np.concatenate([prompt, self.graph.embed(ids)])
 
     def _with_image_units(self, units: list[Unit], ids: list[int], processed, request: ExplainRequest) -> list[Unit]:
         """Text units without the image layout tokens, and the image units, in the order of their first positions."""
@@ -138,8 +159,8 @@ class Explainer:
         self, request: ExplainRequest, on_progress: Callable[[int, int], None] | None = None,
         stop: Stop | None = None,
     ) -> Explanation:
-        """Explain one request (see ``explain``). Setting ``stop`` from another thread ends it within one batch,
-        with ``Stopped``."""
+        """Explain one request (see ``explain``). Setting ``stop`` from another thread ends it within one graph
+        call, with ``Stopped``."""
         started = time.perf_counter()
         prompt, processed = request.prompt, None
         if request.images:
@@ -150,10 +171,10 @@ class Explainer:
         fed_prompt = np.asarray(encoded.ids)
         if processed is not None:
             fed_prompt = self.vision.embed(self.graph, encoded.ids, processed)
-        target, target_ids = self._completion(request.target, fed_prompt, request.max_new_tokens)
+        target, target_ids = self._completion(request.target, fed_prompt, request.max_new_tokens, stop)
         contrast_ids = None
         if request.contrast is not None:
-            contrast_ids = self._completion(request.contrast, fed_prompt, request.max_new_tokens)[1]
+            contrast_ids = self._completion(request.contrast, fed_prompt, request.max_new_tokens, stop)[1]
         generated = time.perf_counter()
         tokens = fed_tokens(self.codec, encoded, target_ids)
         units = make_units(
@@ -164,7 +185,7 @@ class Explainer:
         if processed is not None:
             units = self._with_image_units(units, encoded.ids, processed, request)
         completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
-        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, units, request) for ids in completions]
+        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, units, request, stop) for ids in completions]
         progress = Progress(sum(p.n_rows for p in plans), on_progress)
         scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]
         target_tokens = self.codec.token_texts(target_ids)

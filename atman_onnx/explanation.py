@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from atman_onnx.core.errors import InputError
-from atman_onnx.runtime.units import Token, Unit, box_from_dict, location_to_dict
+from atman_onnx.runtime.units import ImageBox, Token, Unit, location_to_dict
 
 # 2 adds each unit's typed ``location`` (a text span or an image box); 3 adds ``images`` (the prompt's images, as
 # base64 strings of their files, so that a report or overlay can be drawn from the file alone). Older files load.
@@ -74,20 +75,13 @@ class Explanation:
 
     @classmethod
     def from_json(cls, text: str) -> Explanation:
-        """Read a file written by ``to_json`` (``format_version`` 1, 2 or 3)."""
-        data = json.loads(text)
-        version = data.pop("format_version", 1)
-        if version not in (1, 2, JSON_VERSION):
-            raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
-        data.pop("relevance_total", None)
-        data["tokens"] = [Token(**t) for t in data["tokens"]]
-        data["units"] = [
-            Unit(u["text"], u["start"], u["end"], u["segment"], tuple(u["positions"]), box_from_dict(u.get("location")))
-            for u in data["units"]
-        ]
-        data["relevance"] = np.asarray(data["relevance"], dtype=np.float32).reshape(len(data["units"]), -1)
-        data["images"] = tuple(base64.b64decode(image) for image in data.get("images", []))
-        return cls(**data)
+        """Read a file written by ``to_json`` (``format_version`` 1, 2 or 3); a field that is missing or of the
+        wrong type is an ``InputError`` naming it."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"not an explanation: not JSON ({exc})") from None
+        return cls(**_read(_Fields(data)))
 
     def to_text(self, color: bool = False, top: int = 5) -> str:
         """A terminal heatmap of total relevance: red raises the target's likelihood, blue lowers it."""
@@ -101,3 +95,101 @@ class Explanation:
         from atman_onnx.html import render_html
 
         return render_html(self)
+
+
+class _Fields:
+    """Typed access to one JSON object of an explanation file, naming the field (``units[3].positions``) in every
+    error."""
+
+    def __init__(self, data: Any, where: str = ""):
+        if not isinstance(data, dict):
+            raise InputError(f"not an explanation: {where or 'the file'} must be an object, got {_kind(data)}")
+        self.data, self.where = data, where
+
+    def path(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, kind: type, default: Any = ...) -> Any:
+        if name not in self.data or (default is None and self.data[name] is None):
+            if default is ...:
+                raise InputError(f"not an explanation: field {self.path(name)!r} is missing")
+            return default
+        value = self.data[name]
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise InputError(f"not an explanation: field {self.path(name)!r} must be {_NAMES[kind]}, got {_kind(value)}")
+        return value
+
+    def ints(self, name: str, default: Any = ...) -> list[int] | None:
+        values = self.get(name, list, default)
+        if values is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise InputError(f"not an explanation: field {self.path(name)!r} must be a list of integers")
+        return values
+
+    def each(self, name: str) -> list[_Fields]:
+        return [_Fields(item, f"{self.path(name)}[{i}]") for i, item in enumerate(self.get(name, list))]
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a finite number", list: "a list", dict: "an object"}
+
+
+def _kind(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", str: "a string", int: "an integer", float: "a number",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _read(top: _Fields) -> dict[str, Any]:
+    """The ``Explanation`` fields of a checked explanation file."""
+    version = top.get("format_version", int, 1)
+    if version not in (1, 2, JSON_VERSION):
+        raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
+    tokens = [Token(t.get("text", str), t.get("start", int), t.get("end", int), t.get("segment", str))
+              for t in top.each("tokens")]
+    units = []
+    for u in top.each("units"):
+        positions = tuple(u.ints("positions"))
+        if not positions or not all(0 <= p < len(tokens) for p in positions):
+            raise InputError(f"not an explanation: field {u.path('positions')!r} must list fed positions, 0 to "
+                             f"{len(tokens) - 1}")
+        location = u.get("location", dict, None)
+        box = None
+        if location is not None and location.get("type") == "image":
+            at = _Fields(location, u.path("location"))
+            box = ImageBox(at.get("image", int), *(at.get(k, float) for k in ("left", "top", "width", "height")))
+            if box.image < 0:
+                raise InputError(f"not an explanation: field {at.path('image')!r} must not be negative")
+        units.append(Unit(u.get("text", str), u.get("start", int), u.get("end", int), u.get("segment", str),
+                          positions, box))
+    target_tokens = top.get("target_tokens", list)
+    if not all(isinstance(t, str) for t in target_tokens):
+        raise InputError("not an explanation: field 'target_tokens' must be a list of strings")
+    rows = top.get("relevance", list)
+    shape = (len(units), len(target_tokens))
+    try:
+        relevance = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        relevance = None
+    if relevance is None or relevance.shape != shape or not np.isfinite(relevance).all():
+        raise InputError(f"not an explanation: field 'relevance' must be finite numbers, one row per unit and one column "
+                         f"per target token ({shape[0]} x {shape[1]})")
+    timings = top.get("timings", dict, {})
+    for name in ("total_s", "passes"):  # the ones a report shows
+        if name in timings:
+            _Fields(timings, "timings").get(name, float)
+    try:
+        images = tuple(base64.b64decode(image, validate=True) for image in top.get("images", list, []))
+    except (TypeError, ValueError):
+        raise InputError("not an explanation: field 'images' must be base64 strings") from None
+    return dict(
+        prompt=top.get("prompt", str), target=top.get("target", str), prompt_ids=top.ints("prompt_ids"),
+        target_ids=top.ints("target_ids"), tokens=tokens, target_tokens=target_tokens, units=units,
+        relevance=relevance.astype(np.float32), mode=top.get("mode", str),
+        suppression_factor=top.get("suppression_factor", float),
+        conceptual_threshold=top.get("conceptual_threshold", float, None),
+        granularity=top.get("granularity", str, "token"), contrast=top.get("contrast", str, None),
+        contrast_ids=top.ints("contrast_ids", None), model=top.get("model", str, ""),
+        provider=top.get("provider", str, ""), timings=timings, images=images,
+    )

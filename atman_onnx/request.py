@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -22,6 +21,7 @@ from atman_onnx.runtime.plan import SCHEDULES
 
 IMAGE_UNITS = ("region", "tile", "token")
 MAX_GRID = 64
+MAX_FACTOR = 1e6  # far past any use, and far inside float32: the scaled attention overflows near 1e37
 
 Messages = list[dict[str, str]]
 
@@ -207,8 +207,12 @@ def _check_values(r: ExplainRequest) -> None:
         raise InputError("the target is empty")
     if r.contrast is not None and not r.contrast:
         raise InputError("the contrast is empty")
-    if not (math.isfinite(r.factor) and r.factor >= 0):
-        raise InputError(f"suppression factor must be a finite number >= 0, got {r.factor!r}")
+    try:
+        factor = float(r.factor)
+    except OverflowError:  # an integer past float's range
+        raise InputError(f"suppression factor must be a number from 0 to {MAX_FACTOR:g}, got a larger one") from None
+    if not 0 <= factor <= MAX_FACTOR:  # also refuses NaN
+        raise InputError(f"suppression factor must be a number from 0 to {MAX_FACTOR:g}, got {factor:g}")
     if r.conceptual is not None and not 0 < r.conceptual <= 1:
         raise InputError(f"conceptual threshold must lie in (0, 1], got {r.conceptual!r}")
     if r.batch_size is not None and r.batch_size < 1:

@@ -32,6 +32,7 @@ CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an address that does not answer fo
 DEFAULT_PORTS = {"ray://": 10001, "": 6379}  # Ray Client server, the head's GCS
 RETRIES = 3  # restarts of a dead actor, and reruns of each call it had not finished
 POLL_S = 0.1  # how often a driver waiting for batches looks at its ``Stop``
+START_TIMEOUT_S = 120.0  # for the actors to start and open the graph; past it their CPUs are taken elsewhere
 
 
 def _ray() -> Any:
@@ -152,8 +153,8 @@ class RayExecutor:
     """Runs each plan's batches on ``shards`` Ray actors of ``threads`` intra-op threads (and CPUs) each, made once
     here and reused by every explanation; needs a connected Ray (``connect``).
 
-    ``shards`` defaults to the cluster's CPUs divided by ``threads``. ``folder`` must be readable at the same path
-    on every machine of the cluster.
+    ``shards`` defaults to the cluster's free CPUs divided by ``threads``. ``folder`` must be readable at the same
+    path on every machine of the cluster. ``close`` (or the ``Explainer``'s) gives the CPUs back.
     """
 
     def __init__(self, folder: str | Path, shards: int | None = None, threads: int = 1, provider: str | None = None):
@@ -163,7 +164,8 @@ class RayExecutor:
         if threads < 1 or (shards is not None and shards < 1):
             raise InputError(f"shards and threads must be at least 1, got {shards} and {threads}")
         cpus = int(ray.cluster_resources().get("CPU", 0))
-        shards = shards or max(1, cpus // threads)
+        free = int(ray.available_resources().get("CPU", 0))
+        shards = shards or max(1, free // threads)
         if shards * threads > cpus:
             raise ClusterError(
                 f"{shards} shards of {threads} threads need {shards * threads} CPUs; the Ray cluster has {cpus}"
@@ -174,7 +176,13 @@ class RayExecutor:
         die_once = os.environ.get(DIE_ONCE_ENV)
         self.actors = [actor.remote(str(Path(folder).resolve()), provider, threads, die_once) for _ in range(shards)]
         try:
-            self._get([a.ready.remote() for a in self.actors])
+            self._get([a.ready.remote() for a in self.actors], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ClusterError(
+                f"{shards} Ray actors of {threads} CPUs did not start within {START_TIMEOUT_S:g} s: the cluster has "
+                f"{free} of its {cpus} CPUs free (other actors or an explainer not closed hold the rest)"
+            ) from None
         except AtmanError:
             self.close()  # their CPUs go back to the cluster
             raise
@@ -183,12 +191,17 @@ class RayExecutor:
         self, shared: Shared, batches: Iterable[Batch], stop: Stop | None = None
     ) -> Iterator[tuple[Batch, np.ndarray]]:
         """Every batch's log-probs as it finishes. Leaving early (an error, a set ``stop``, a consumer that stops
-        iterating) cancels the calls not yet finished."""
+        iterating) cancels the calls not yet started; calls already running on a worker finish."""
+        if not self.actors:
+            raise ClusterError("this Ray executor is closed")
+        batches = list(batches)
+        if not batches:
+            return
         ray = _ray()
         shared_ref = ray.put(shared)
         calls = {
             actor.run.remote(shared_ref, batch): batch
-            for actor, share in zip(self.actors, assign(list(batches), len(self.actors)))
+            for actor, share in zip(self.actors, assign(batches, len(self.actors)))
             for batch in share
         }
         pending = list(calls)
@@ -211,11 +224,13 @@ class RayExecutor:
         self.actors = []
 
     @staticmethod
-    def _get(refs: Any) -> Any:
+    def _get(refs: Any, timeout: float | None = None) -> Any:
         """``ray.get``, with a worker's failure as one line: an ``AtmanError`` as it was raised, else what failed."""
         ray = _ray()
         try:
-            return ray.get(refs)
+            return ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise  # the caller's to explain
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, AtmanError):
                 raise exc.cause from None

@@ -182,9 +182,25 @@ def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None
     if scaling.least * threads > cpus:
         raise ClusterError(f"{scaling.least} replicas of {threads} threads need {scaling.least * threads} CPUs; "
                            f"the Ray cluster has {cpus}")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    deployed, stop = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if not deployed.is_set():  # still starting (replicas may wait for CPUs): leave now, deleting what was made
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _deploy_and_wait(app, config, scaling, address, deployed, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _deploy_and_wait(app: Any, config: ServeConfig, scaling: Scaling, address: str, deployed: threading.Event,
+                     stop: threading.Event) -> None:
+    """Start Serve, deploy ``app``, set ``deployed``, and serve until ``stop``; the application is deleted on the
+    way out, however it is left."""
     try:
         serve.start(http_options={"host": config.host, "port": config.port},
                     controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
@@ -195,11 +211,12 @@ def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None
             serve.run(app, name=APP_NAME, route_prefix="/")
         except RuntimeError:
             raise ClusterError(f"deploying on Ray failed: {_failure()}") from None
+        deployed.set()
         print(f"serving {', '.join(Path(f).name for f in config.folders)} on http://{config.host}:{config.port} "
               f"with {scaling} on Ray ({address})", flush=True)
         stop.wait()
-    finally:
-        serve.delete(APP_NAME)
+    finally:  # replicas still waiting for CPUs never finish deleting: then Ray's controller ends them on its own
+        serve.delete(APP_NAME, _blocking=deployed.is_set())
 
 
 def _failure() -> str:

@@ -11,6 +11,7 @@ folder also holds ``vision.onnx`` and the text embedding matrix ``embeddings.npy
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,11 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     def write(self, folder: Path) -> Path:
+        """Write ``atman.json`` whole (through a temporary file): a folder has its manifest or none."""
         path = Path(folder) / MANIFEST_FILE
-        path.write_text(self.to_json() + "\n")
+        partial = path.with_name(f".{MANIFEST_FILE}.partial")
+        partial.write_text(self.to_json() + "\n")
+        os.replace(partial, path)
         return path
 
 

@@ -19,3 +19,7 @@ class ProviderError(AtmanError):
 
 class ClusterError(AtmanError):
     """A Ray cluster that cannot be reached or used, or a worker on it that failed."""
+
+
+class NumericError(AtmanError):
+    """A graph whose outputs are not finite numbers (an overflow), which would make the relevance meaningless."""

@@ -208,6 +208,8 @@ def _write(out: Path, tokenizer, manifest: Manifest, model: str) -> list[str]:
             if (Path(tmp) / name).is_file():
                 shutil.copy(Path(tmp) / name, out / name)
                 written.append(name)
+            else:  # an earlier export's file in the same folder (a chat template, say) would be read as this one's
+                (out / name).unlink(missing_ok=True)
     manifest.write(out)
     return [*written, MANIFEST_FILE]
 

@@ -9,13 +9,14 @@ flight (ONNX Runtime's ``RunOptions.terminate``), so a cancelled explanation sto
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from atman_onnx.runtime.plan import Batch, Plan, Shared
+from atman_onnx.runtime.plan import Batch, Plan, Shared, first_changed
 from atman_onnx.runtime.session import Graph
 
 
@@ -46,6 +47,21 @@ class Stop:
             raise Stopped(self.reason)
 
 
+@contextlib.contextmanager
+def guarded(stop: Stop | None) -> Iterator[ort.RunOptions | None]:
+    """Around one graph call, given the run options this yields: ``Stopped`` before the call if ``stop`` is set,
+    and instead of ONNX Runtime's error when the call was ended by it."""
+    if stop is None:
+        yield None
+        return
+    stop.check()
+    try:
+        yield stop.run_options
+    except Exception:
+        stop.check()
+        raise
+
+
 class Executor(Protocol):
     """Computes label log-probs [len(batch.rows), len(batch.scored)] for batches of one plan; ``stop``, when
     given and set, ends the work early with ``Stopped``."""
@@ -59,14 +75,15 @@ def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = No
     """One graph call: the batch's rows fed from ``batch.start`` on the cached prefix; its scored label log-probs."""
     n, start = len(batch.rows), batch.start
     fed = shared.inputs[start:]
-    result = graph.run(
-        np.broadcast_to(fed, (n, *fed.shape)),
-        batch.factors,
-        np.broadcast_to(shared.label_positions[batch.scored] - start, (n, len(batch.scored))),
-        np.broadcast_to(shared.labels[batch.scored], (n, len(batch.scored))),
-        past=[layer[:, :, :start] for layer in shared.cache],
-        run_options=None if stop is None else stop.run_options,
-    )
+    with guarded(stop) as run_options:
+        result = graph.run(
+            np.broadcast_to(fed, (n, *fed.shape)),
+            batch.factors,
+            np.broadcast_to(shared.label_positions[batch.scored] - start, (n, len(batch.scored))),
+            np.broadcast_to(shared.labels[batch.scored], (n, len(batch.scored))),
+            past=[layer[:, :, :start] for layer in shared.cache],
+            run_options=run_options,
+        )
     return result["label_logprobs"]
 
 
@@ -80,18 +97,12 @@ class LocalExecutor:
         self, shared: Shared, batches: Iterable[Batch], stop: Stop | None = None
     ) -> Iterator[tuple[Batch, np.ndarray]]:
         for batch in batches:
-            if stop is not None:
-                stop.check()
-            try:
-                logprobs = run_batch(self.graph, shared, batch, stop)
-            except Exception:
-                if stop is not None:
-                    stop.check()  # a terminated call: report the stop, not ONNX Runtime's error
-                raise
-            yield batch, logprobs
+            yield batch, run_batch(self.graph, shared, batch, stop)
 
 
-def unperturbed(graph: Graph, fed: np.ndarray | list[int], labels: list[int]) -> tuple[Shared, np.ndarray]:
+def unperturbed(
+    graph: Graph, fed: np.ndarray | list[int], labels: list[int], stop: Stop | None = None
+) -> tuple[Shared, np.ndarray]:
     """The unperturbed pass over ``fed`` (token ids, or input embeddings [n_fed, hidden]) scoring ``labels`` (the
     last ``len(labels)`` next tokens): the data its plan shares, and the input embeddings [n_fed, hidden] (for
     conceptual suppression)."""
@@ -101,10 +112,12 @@ def unperturbed(graph: Graph, fed: np.ndarray | list[int], labels: list[int]) ->
     n_fed = len(fed)
     positions = np.arange(n_fed - len(labels), n_fed)
     embeds = fed if fed.ndim == 2 else None  # else the graph returns them
-    out = graph.run(
-        fed[None], np.ones((1, n_fed), np.float32), positions[None], np.array([labels]),
-        outputs=("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names),
-    )
+    with guarded(stop) as run_options:
+        out = graph.run(
+            fed[None], np.ones((1, n_fed), np.float32), positions[None], np.array([labels]),
+            outputs=("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names),
+            run_options=run_options,
+        )
     shared = Shared(
         fed if fed.ndim == 2 else fed.astype(np.int64), positions, np.asarray(labels, dtype=np.int64),
         out["label_logprobs"][0],
@@ -124,7 +137,10 @@ def execute(
     if plan.settled:
         report(plan.settled)
     for batch, logprobs in executor.run(shared, plan.batches, stop):
-        out[np.ix_(batch.rows, batch.scored)] = logprobs
+        at = np.ix_(batch.rows, batch.scored)
+        # a later row of a batch (or any row, naive) recomputes labels before its own first change: keep them exact
+        changed = shared.label_positions[batch.scored][None, :] >= first_changed(batch.factors)[:, None]
+        out[at] = np.where(changed, logprobs, out[at])
         report(len(batch.rows))
         if stop is not None:
             stop.check()

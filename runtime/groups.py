@@ -53,8 +53,11 @@ def text_spans(
     pieces = []
     for lo, hi in regions:
         if granularity == "spans":
-            cuts = [lo] + [m.end() for m in re.finditer(re.escape(delimiter), text[:hi]) if m.start() >= lo] + [hi]
-            pieces += [(a, b - len(delimiter) if b < hi else b) for a, b in zip(cuts, cuts[1:])]
+            at = lo  # the pieces between delimiters, none of them holding one (a trailing one included)
+            for m in re.compile(re.escape(delimiter)).finditer(text, lo, hi):
+                pieces.append((at, m.start()))
+                at = m.end()
+            pieces.append((at, hi))
         else:
             pieces += [m.span() for m in _PATTERNS[granularity].finditer(text, lo, hi)]
     return [_strip(text, a, b) for a, b in pieces if text[a:b].strip()]

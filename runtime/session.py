@@ -100,7 +100,7 @@ class Graph:
     def embed(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Input embeddings [..., hidden] of token ids, from the text embedding matrix of a graph that takes
         embeddings (contract version 2)."""
-        return np.ascontiguousarray(self.embeddings[np.asarray(ids)], dtype=np.float32)
+        return np.ascontiguousarray(self.embeddings[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
 
     def first_input(self, inputs: np.ndarray) -> tuple[str, np.ndarray]:
         """The graph's first input for ``inputs``: token ids [batch, seq] (looked up in the embedding matrix when

@@ -76,13 +76,6 @@ def location_to_dict(location: Location) -> dict[str, Any]:
     return {"type": location.kind, **vars(location)}
 
 
-def box_from_dict(data: dict[str, Any] | None) -> ImageBox | None:
-    """The image box of a unit's JSON ``location``, or None for a text span (or a file without locations)."""
-    if not data or data.get("type") != "image":
-        return None
-    return ImageBox(**{k: v for k, v in data.items() if k != "type"})
-
-
 def make_units(
     prompt_text: str,
     target_text: str,

@@ -102,7 +102,7 @@ def image_units(positions: Sequence[int], processed: Processed, config: ImageCon
     for position, token in zip(positions, tokens):
         left, top, width, height = token.box
         if unit == "token":
-            key, box = (token.image, len(groups)), token.box
+            key, box = (token.image, token.tile * config.grid**2 + token.patch), token.box  # counted per image
         elif unit == "tile":
             key, box = (token.image, token.tile), processed.images[token.image].boxes[token.tile]
         else:

@@ -39,7 +39,7 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
         chunks.append(chunk)
     try:
         data = json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and an integer past Python's digit limit
         raise ApiError("invalid_request", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError("invalid_request", "the body is not valid JSON: nested too deeply") from None

@@ -40,7 +40,8 @@ class ServedModel:
                    self.explainer.manifest.max_positions)
 
     def check_size(self, request: ExplainRequest, config: ServeConfig) -> None:
-        """Refuse (422) a prompt plus target longer than ``--max-input-tokens``, before it is admitted."""
+        """Refuse (422) a prompt plus target (or contrast, explained as a second sequence) longer than
+        ``--max-input-tokens``, before it is admitted."""
         codec, prompt = self.explainer.codec, request.prompt
         if request.images:  # the prompt as fed: each image's tokens in the place of its marker
             if self.explainer.vision is None:
@@ -49,11 +50,13 @@ class ServedModel:
                 prompt, _ = self.explainer.vision.prepare(prompt, request.images)
             except InputError as exc:
                 raise InputError(f"field 'images': {exc}") from None
-        count = len(encode_prompt(codec, prompt).ids)
-        count += len(encode_target(codec, request.target)) if request.target is not None else request.max_new_tokens
+        completions = [request.target] + ([request.contrast] if request.contrast is not None else [])
+        longest = max(request.max_new_tokens if text is None else len(encode_target(codec, text)) for text in completions)
+        count = len(encode_prompt(codec, prompt).ids) + longest
         limit = self.max_input_tokens(config)
         if count > limit:
-            raise InputError(f"the request has {count} tokens (prompt and target); this service takes at most {limit}")
+            what = "prompt and target" if request.contrast is None else "prompt and the longer of target and contrast"
+            raise InputError(f"the request has {count} tokens ({what}); this service takes at most {limit}")
 
     def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/tokenize``: the prompt's tokens (id, text, character offsets in the text fed); the prompt is

@@ -72,7 +72,7 @@ $("form").addEventListener("submit", async e => {
 def page(models: list[str], needs_key: bool) -> str:
     """The page for these model names; with ``needs_key`` it asks for the API key too."""
     fills = {
-        "@MODELS@": _options(models), "@GRANULARITIES@": _options(GRANULARITIES), "@NEEDS_KEY@": json.dumps(needs_key),
+        "@MODELS@": _options(models), "@GRANULARITIES@": _options([g for g in GRANULARITIES if g != "spans"]), "@NEEDS_KEY@": json.dumps(needs_key),
         "@KEY@": '<label>API key</label><input id="key" type="password">' if needs_key else "",
     }
     text = PAGE

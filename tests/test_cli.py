@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 from atman_onnx import Explainer, Explanation
+from atman_onnx.cli import _write_all, main
+from atman_onnx.core.errors import AtmanError
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 
 
@@ -77,6 +81,9 @@ def _bad_folders(tmp_path, tiny_export):
         ("old_contract", "graph contract version 0"),
         ("unknown_provider", "unknown provider 'tpu'; available: cuda, cpu"),
         ("zero_batch", "batch size must be at least 1"),
+        ("huge_factor", "suppression factor must be a number from 0 to 1e+06, got 1e+39"),
+        ("nan_budget", "memory budget must be a positive number of MB, got nan"),
+        ("negative_threads", "threads must be at least 1, got -1"),
     ],
 )
 def test_bad_input_gets_one_line(case, expect, tmp_path, tiny_export):
@@ -93,10 +100,45 @@ def test_bad_input_gets_one_line(case, expect, tmp_path, tiny_export):
     elif case == "old_contract":
         args["dir"] = str(old)
     out = tmp_path / "out.json"
-    extra = {"unknown_provider": ["--provider", "tpu"], "zero_batch": ["--batch-size", "0"]}.get(case, [])
+    extra = {"unknown_provider": ["--provider", "tpu"], "zero_batch": ["--batch-size", "0"],
+             "huge_factor": ["--factor", "1e39"], "nan_budget": ["--memory-budget-mb", "nan"],
+             "negative_threads": ["--threads", "-1"]}.get(case, [])
     done = run_cli("explain", args.pop("dir"), *[x for kv in args.items() for x in kv], "--json", str(out), *extra)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert expect in lines[0]
     assert not out.exists() and not list(tmp_path.glob(".out.json*"))
+
+
+def test_outputs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    made = tempfile.mkstemp
+
+    def full_on_the_second(*args, **kwargs):
+        if any(tmp_path.iterdir()):
+            raise OSError(28, "No space left on device")
+        return made(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "mkstemp", full_on_the_second)
+        with pytest.raises(AtmanError, match=r"^cannot write .*b\.html: No space left on device$"):
+            _write_all([(tmp_path / "a.json", b"{}"), (tmp_path / "b.html", b"<p>")])
+    assert list(tmp_path.iterdir()) == []
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+        with pytest.raises(AtmanError, match="cannot write .*a.json: Input/output error"):
+            _write_all([(tmp_path / "a.json", b"{}")])
+    assert list(tmp_path.iterdir()) == []
+    umask = os.umask(0o022)
+    try:
+        _write_all([(tmp_path / "a.json", "▸ é".encode())])
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == "▸ é"
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_explaining(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert main(["explain", str(tmp_path), "--prompt", "a dog", "--json", str(tmp_path / "folder")]) == 2
+    assert capsys.readouterr().err == f"atman-onnx: error: cannot write {tmp_path / 'folder'}: it is a folder\n"

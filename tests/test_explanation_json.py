@@ -71,3 +71,34 @@ def test_newer_format_is_refused_in_one_line():
     data["format_version"] = 4
     with pytest.raises(InputError, match="format_version 4 is newer than this atman-onnx reads"):
         Explanation.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("units"), "field 'units' is missing"),
+    (lambda d: d.update(suppression_factor="0"), "field 'suppression_factor' must be a finite number, got a string"),
+    (lambda d: d.update(conceptual_threshold=True), "field 'conceptual_threshold' must be a finite number, got a boolean"),
+    (lambda d: d["units"][1].update(positions=[1.5]), "field 'units[1].positions' must be a list of integers"),
+    (lambda d: d["units"][1].update(positions=[99]), "field 'units[1].positions' must list fed positions, 0 to 5"),
+    (lambda d: d["tokens"].__setitem__(0, "<s>"), "tokens[0] must be an object, got a string"),
+    (lambda d: d["relevance"][0].append(1.0), "field 'relevance' must be finite numbers, one row per unit and one "
+                                              "column per target token (6 x 2)"),
+    (lambda d: d["relevance"][0].__setitem__(0, float("nan")), "field 'relevance' must be finite numbers"),
+    (lambda d: d["timings"].update(total_s=None), "field 'timings.total_s' must be a finite number, got null"),
+    (lambda d: d["units"][1].update(location={"type": "image", "image": 0, "left": "0"}),
+     "field 'units[1].location.left' must be a finite number, got a string"),
+    (lambda d: d.update(images=["%%%"]), "field 'images' must be base64 strings"),
+    (lambda d: d.update(format_version="3"), "field 'format_version' must be an integer, got a string"),
+])
+def test_a_file_that_is_not_an_explanation_is_refused_naming_the_field(change, message):
+    data = json.loads(make_explanation().to_json())
+    change(data)
+    with pytest.raises(InputError) as error:
+        Explanation.from_json(json.dumps(data))
+    assert str(error.value).startswith(f"not an explanation: {message}")
+
+
+def test_text_that_is_not_json_or_not_an_object_is_refused():
+    with pytest.raises(InputError, match="^not an explanation: not JSON"):
+        Explanation.from_json("{")
+    with pytest.raises(InputError, match="^not an explanation: the file must be an object, got a list$"):
+        Explanation.from_json("[]")

@@ -114,6 +114,23 @@ def test_missing_model_folder_fails_in_one_line(tmp_path, capsys):
     assert "unknown bundled model 'nope'; bundled: smollm2" in capsys.readouterr().err
 
 
+def test_an_export_over_an_earlier_one_keeps_none_of_its_tokenizer_files(tiny_export, tiny_tokenizer, tmp_path):
+    import copy
+    import shutil
+
+    from atman_onnx.export.exporter import _write
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_export("llama", "log_additive"), out)
+    assert (out / "chat_template.jinja").is_file()
+    plain = copy.deepcopy(tiny_tokenizer)  # a model without a chat template, exported into the same folder
+    plain.chat_template = None
+    manifest = load_manifest(out)
+    written = _write(out, plain, manifest, str(out))
+    assert "chat_template.jinja" not in written and not (out / "chat_template.jinja").exists()
+    assert load_manifest(out) == manifest and sorted(p.name for p in out.glob(".*")) == []  # written whole
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_smollm2_exports_and_validates(mode, smollm2_export):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 from atman_onnx import Explanation, ImageBox, Token, Unit
-from atman_onnx.cli import _write_atomically, main
+from atman_onnx.cli import main
 from atman_onnx.core.errors import InputError
 from atman_onnx.overlay import overlay, overlay_png
 from atman_onnx.palette import NEGATIVE, POSITIVE, shade
@@ -113,16 +112,6 @@ def test_report_of_a_tiff_embeds_it_as_png_with_its_boxes():
         ("2", "left: 50.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(244, 247, 252)")]
     assert [b["title"] for b in boxes] == ["image 1, region 0 \u00b7 +1.0000", "image 1, region 1 \u00b7 -0.5000"]
     assert '>look</span><span class="imgref">[image 1]</span></div>' in page and "&lt;image&gt;" not in page
-
-
-def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
-    def fail(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        _write_atomically(tmp_path / "out.png", b"\x89PNG...")
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_overlay_flag_refusals_write_nothing(tmp_path, capsys):

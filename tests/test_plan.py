@@ -95,6 +95,31 @@ def test_another_executor_gives_the_same_explanation(tiny_export):
     assert elsewhere.calls > 1 and counts(got) == counts(want)
 
 
+@pytest.mark.parametrize("schedule", ["prefix", "naive"])
+def test_labels_before_a_rows_first_change_keep_the_unperturbed_logprobs(schedule):
+    """docs/method.md, prefix schedule, step 3: whatever a batch computes for a row at labels before the row's own
+    first changed position (a later row of a batch, or any row of the naive schedule), those keep the unperturbed
+    log-probs exactly; labels from there on take the batch's."""
+    from atman_onnx.runtime.execute import execute
+    from atman_onnx.runtime.plan import Shared, make_plan
+
+    n_fed, label_positions = 12, np.arange(6, 12)
+    shared = Shared(np.arange(n_fed), label_positions, np.arange(6), np.full(6, -2.0, np.float32), ())
+    firsts = np.array([6, 7, 9, 11])  # within the prefix schedule's waste of one another only for a long suffix
+    factors = np.ones((len(firsts), n_fed), np.float32)
+    factors[np.arange(len(firsts)), firsts] = 0.0
+    plan = make_plan(shared, factors, batch_size=4, schedule=schedule)
+
+    class Recomputes:  # every label a batch scores comes back changed, as rounding may change them
+        def run(self, shared, batches, stop=None):
+            for batch in batches:
+                yield batch, np.full((len(batch.rows), len(batch.scored)), -5.0, np.float32)
+
+    out = execute(plan, Recomputes())
+    assert np.array_equal(out, np.where(label_positions[None, :] >= firsts[:, None], -5.0, -2.0))
+    assert schedule == "prefix" or all(b.start == 0 for b in plan.batches)
+
+
 def test_plan_counts_and_progress_have_one_owner(tiny_export):
     from atman_onnx import Explainer
     from atman_onnx.runtime.execute import unperturbed
@@ -135,10 +160,11 @@ def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
     assert counting.calls == 2  # no batch ran after the one that crossed the limit
 
 
-def test_a_stop_ends_the_graph_call_in_flight(tiny_export):
-    """The stop is set while a batch's graph call runs (from inside ``Graph.run``, just before ONNX Runtime starts):
-    ONNX Runtime's terminate flag ends that call, the explanation raises ``Stopped`` with the reason, and no other
-    batch runs."""
+@pytest.mark.parametrize("kind, target, at", [("generation", None, 1), ("unperturbed", TARGET, 0), ("batch", TARGET, 1)])
+def test_a_stop_ends_the_graph_call_in_flight(tiny_export, kind, target, at):
+    """The stop is set while a graph call runs (from inside ``Graph.run``, just before ONNX Runtime starts): a
+    generation step, the unperturbed pass, or a perturbation batch. ONNX Runtime's terminate flag ends that call,
+    the explanation raises ``Stopped`` with the reason, and no other call runs."""
     from atman_onnx import Explainer
     from atman_onnx.runtime.execute import Stop, Stopped
 
@@ -147,8 +173,10 @@ def test_a_stop_ends_the_graph_call_in_flight(tiny_export):
     real_run = explainer.graph.run
 
     def run_then_stop(*args, **kwargs):
-        if kwargs.get("run_options") is not None:  # a perturbation batch (the unperturbed pass has none)
-            calls.append(kwargs["run_options"])
+        outputs = kwargs.get("outputs", ())
+        calls.append("generation" if "label_logits" in outputs else "unperturbed" if len(outputs) > 1 else "batch")
+        assert kwargs["run_options"] is stop.run_options
+        if len(calls) == at + 1:
             stop.set("enough")
         try:
             return real_run(*args, **kwargs)
@@ -158,12 +186,12 @@ def test_a_stop_ends_the_graph_call_in_flight(tiny_export):
 
     explainer.graph.run = run_then_stop
     with pytest.raises(Stopped, match="enough") as caught:
-        explainer.explain(PROMPT, TARGET, batch_size=1, stop=stop)
-    assert caught.value.reason == "enough" and len(calls) == 1 and calls[0].terminate
+        explainer.explain(PROMPT, target, batch_size=1, max_new_tokens=4, stop=stop)
+    assert caught.value.reason == "enough" and len(calls) == at + 1 and calls[-1] == kind
     assert len(failures) == 1 and "terminate" in failures[0]  # ONNX Runtime itself ended the call
     # the same call without the stop runs to the end: it was the terminate flag that ended it
     explainer.graph.run = real_run
-    assert explainer.explain(PROMPT, TARGET, batch_size=1).timings["passes"] > 2
+    assert explainer.explain(PROMPT, target, batch_size=1, max_new_tokens=4).timings["passes"] > 2
 
 
 def test_a_stop_set_between_batches_runs_no_further_batch(tiny_export):

@@ -46,6 +46,14 @@ def executors(cluster):
         executor.close()
 
 
+def _cpus_come_back() -> bool:
+    """Whether the cluster's 2 CPUs are free again within 10 s (Ray frees a killed actor's a moment later)."""
+    deadline = time.perf_counter() + 10
+    while ray.available_resources().get("CPU", 0) < 2 and time.perf_counter() < deadline:
+        time.sleep(0.1)
+    return ray.available_resources().get("CPU", 0) == 2
+
+
 def _batch(index: int, rows: int, start: int, n_fed: int = 30) -> Batch:
     return Batch(index, np.arange(rows), np.ones((rows, n_fed), np.float32), start, np.arange(1))
 
@@ -74,8 +82,7 @@ def test_shares_are_balanced_by_positions_not_counts():
 
 
 def test_split_explanation_equals_local_with_progress_after_every_batch(cluster, folder, local):
-    split = Explainer.load(folder, provider="cpu", threads=1, ray="local", shards=2)
-    try:
+    with Explainer.load(folder, provider="cpu", threads=1, ray="local", shards=2) as split:
         assert len(split.executor.actors) == 2
         for options in ({"conceptual": 0.2, "batch_size": 3}, {"granularity": "word", "batch_size": 2}):
             seen: dict[str, list[tuple[int, int]]] = {"local": [], "split": []}
@@ -91,8 +98,9 @@ def test_split_explanation_equals_local_with_progress_after_every_batch(cluster,
             assert len(seen["split"]) == len(seen["local"]) == len(plan.batches) + (plan.settled > 0)
             assert seen["split"][-1] == seen["local"][-1] == (n_units, n_units)
             assert [d for d, _ in seen["split"]] == sorted(d for d, _ in seen["split"])
-    finally:
-        split.executor.close()
+    assert split.executor.actors == [] and _cpus_come_back()  # given back on leaving
+    with pytest.raises(ClusterError, match="this Ray executor is closed"):
+        split.explain(PROMPT, TARGET)
 
 
 def test_a_worker_that_dies_has_its_batches_run_again(executors, folder, local, tmp_path, monkeypatch):
@@ -164,10 +172,17 @@ def test_a_folder_the_workers_cannot_read_fails_in_one_line(cluster, tmp_path):
         RayExecutor(missing, 2, threads=1, provider="cpu")
     assert time.perf_counter() - started < 20
     assert str(on_workers.value) == str(on_driver.value) and "\n" not in str(on_workers.value)
-    deadline = time.perf_counter() + 10  # its actors were ended: the cluster gets its 2 CPUs back
-    while ray.available_resources().get("CPU", 0) < 2 and time.perf_counter() < deadline:
-        time.sleep(0.1)
-    assert ray.available_resources().get("CPU", 0) == 2
+    assert _cpus_come_back()  # its actors were ended
+
+
+def test_actors_that_cannot_start_fail_in_one_line_not_a_hang(executors, folder, monkeypatch):
+    held = executors(folder)  # 2 actors of 1 CPU: the whole cluster
+    monkeypatch.setattr("atman_onnx.cluster.executor.START_TIMEOUT_S", 2.0)
+    with pytest.raises(ClusterError, match=r"^1 Ray actors of 1 CPUs did not start within 2 s: the cluster has 0 of "
+                                           r"its 2 CPUs free \(other actors or an explainer not closed hold the rest\)$"):
+        RayExecutor(folder, 1, threads=1, provider="cpu")
+    held.close()
+    assert _cpus_come_back()
 
 
 def test_shards_need_cpus_and_an_address(cluster, folder):

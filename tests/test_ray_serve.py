@@ -9,6 +9,7 @@ A request is held on a replica by sending its body slowly: Ray counts it against
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -180,6 +181,39 @@ def test_the_command_line_serves_on_ray_until_sigterm_then_exits_0(proxy, tiny, 
         if proc.poll() is None:
             proc.kill()
         log.close()
+
+
+def test_sigterm_while_replicas_wait_for_cpus_ends_the_deployment(proxy, tiny, tmp_path):
+    from atman_onnx.cluster.executor import RayExecutor
+
+    held = RayExecutor(tiny, 2, threads=1, provider="cpu")  # the cluster's 2 CPUs: the replica cannot start
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atman_onnx.cli", "serve", str(tiny), "--ray", ray.get_runtime_context().gcs_address,
+         "--replicas", "1", "--port", proxy.rsplit(":", 1)[1], "--provider", "cpu"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while APP_NAME not in serve.status().applications:  # deploying, its replica pending
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # with PYTHONFAULTHANDLER: where it hangs, into the log
+            time.sleep(3)
+            pytest.fail("no exit 30 s after SIGTERM:\n" + (tmp_path / "serve.log").read_text())
+        assert proc.returncode == 130 and "atman-onnx: interrupted" in (tmp_path / "serve.log").read_text()
+        deadline = time.monotonic() + 30
+        while APP_NAME in serve.status().applications and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert APP_NAME not in serve.status().applications
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+        held.close()
 
 
 def test_a_bad_ray_address_fails_fast_in_one_line(tiny, capsys):

@@ -23,6 +23,9 @@ def test_text_spans():
     assert [text[a:b] for a, b in text_spans(text, "sentence")] == ["Alice met Bob's dog.", "Bob ran!", "New one."]
     assert [text[a:b] for a, b in text_spans(text, "paragraph")] == ["Alice met Bob's dog. Bob ran!", "New one."]
     assert [text[a:b] for a, b in text_spans(text, "spans", delimiter="!")] == ["Alice met Bob's dog. Bob ran", "New one."]
+    assert [text[a:b] for a, b in text_spans(text, "spans", delimiter=".")] == [
+        "Alice met Bob's dog", "Bob ran!\n\nNew one"]  # a trailing delimiter is left out too
+    assert [("a;b;c;"[a:b]) for a, b in text_spans("a;b;c;", "spans", delimiter=";", within=[(2, 6)])] == ["b", "c"]
     assert text_spans(text, "spans", spans=[(6, 9), (0, 5)]) == [(0, 5), (6, 9)]
     with pytest.raises(InputError, match="outside the prompt"):
         text_spans(text, "spans", spans=[(5, 500)])

@@ -8,6 +8,7 @@ drain. Every wait has a timeout.
 from __future__ import annotations
 
 import json
+import re
 import os
 import select
 import signal
@@ -261,6 +262,8 @@ def test_health_ready_docs_and_page(client):
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<textarea" in page.text and "v1/explain" in page.text
+    offered = re.findall(r'<option>([a-z]+)</option>', page.text.split('id="granularity"')[1].split("</select>")[0])
+    assert offered == ["token", "word", "sentence", "paragraph"]  # not spans: the page has no field for them
 
 
 def test_openapi_describes_every_field(client, tiny):
@@ -282,6 +285,16 @@ def test_report_uses_the_html_renderer(client, tiny):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     data.pop("request_id")
     assert page.text == Explanation.from_json(json.dumps(data)).to_html()
+    for field, value, message in [
+        ("suppression_factor", "0", "field 'suppression_factor' must be a finite number, got a string"),
+        ("prompt", None, "field 'prompt' must be a string, got null"),
+        ("relevance", [[1.0]], f"field 'relevance' must be finite numbers, one row per unit and one column per target "
+                               f"token ({len(data['units'])} x {len(data['target_tokens'])})"),
+        ("timings", {"total_s": "1"}, "field 'timings.total_s' must be a finite number, got a string"),
+        ("units", [{**data["units"][0], "positions": []}], "field 'units[0].positions' must list fed positions"),
+    ]:
+        bad = client.post("/v1/report", json={**data, field: value})
+        assert bad.status_code == 422 and bad.json()["error"].startswith(f"not an explanation: {message}"), bad.json()
 
 
 class Chromium:
@@ -419,8 +432,17 @@ def test_other_refusals(client, tiny, long_export):
     assert chunked.status_code == 413 and "more than 20000 bytes" in chunked.json()["error"]
     long = post(json={"model": long_export.name, "prompt": slow_prompt(long_export, 1100), "target": TARGET})
     assert long.status_code == 422 and "this service takes at most 1000" in long.json()["error"]
+    long_contrast = post(json={"model": long_export.name, "prompt": PROMPT, "target": TARGET,
+                               "contrast": slow_prompt(long_export, 1100)})
+    assert long_contrast.status_code == 422 and "the longer of target and contrast); this service takes at most 1000" \
+        in long_contrast.json()["error"]
     past_positions = post(json={"model": tiny.name, "prompt": slow_prompt(tiny, 200), "target": TARGET})
     assert past_positions.status_code == 422 and "at most 128" in past_positions.json()["error"]
+    huge = post(content=b'{"prompt": "x", "factor": ' + b"9" * 5000 + b"}", headers={"content-type": "application/json"})
+    assert huge.status_code == 422 and "the body is not valid JSON: Exceeds the limit" in huge.json()["error"]
+    large = post(content=f'{{"model": "{tiny.name}", "prompt": "x", "factor": 1{"0" * 400}}}'.encode(),
+                 headers={"content-type": "application/json"})
+    assert large.status_code == 422 and "suppression factor must be a number from 0 to 1e+06" in large.json()["error"]
     assert client.get("/v1/nothing").status_code == 404
 
 

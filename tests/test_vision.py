@@ -13,6 +13,7 @@ import pytest
 from atman_onnx import Explainer, ExplainRequest
 from atman_onnx.core.contract import EMBEDS_CONTRACT_VERSION, load_manifest
 from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.encode import encode_target
 
 MODEL_TYPES = ("idefics3", "smolvlm")
 PROMPT, TARGET = "The dog <image> met the fox in the", " garden"
@@ -127,6 +128,18 @@ def test_regions_partition_the_image(tiny_vlm_export):
     assert len(data["images"]) == 1
 
 
+def test_image_tokens_are_counted_per_image(tiny_vlm_export):
+    from atman_onnx.runtime.images import preprocess, token_boxes
+    from atman_onnx.runtime.vision import image_units
+
+    config = Explainer.load(tiny_vlm_export("idefics3", "log_additive"), provider="cpu").vision.config
+    processed = preprocess([png(150, 100), png(150, 100, seed=1)], config)
+    count = len(token_boxes(processed, config)) // 2
+    units = image_units(range(2 * count), processed, config, "token")
+    assert [u.text for u in units] == [f"image {i}, token {k}" for i in (1, 2) for k in range(1, count + 1)]
+    assert [u.positions for u in units] == [(p,) for p in range(2 * count)]
+
+
 def test_generated_target_and_chat_prompt(tiny_vlm_export):
     explainer = Explainer.load(tiny_vlm_export("smolvlm", "log_additive"), provider="cpu")
     image = png(64, 64)
@@ -141,6 +154,10 @@ def test_generated_target_and_chat_prompt(tiny_vlm_export):
     # enlarged to the longest edge (128): 2 x 2 tiles and the global image
     assert [u.text for u in result.units if u.segment == "image"] == [f"image 1, tile {i}" for i in range(1, 6)]
     assert result.units[0].text == "Look" if result.granularity == "word" else result.units[0].segment == "prompt"
+    one_token = explainer.codec.tokenizer.decode(encode_target(explainer.codec, TARGET)[:1])
+    single = explainer.explain(PROMPT, one_token, images=[image])  # nothing of the target is fed
+    assert len(single.target_ids) == 1 and single.relevance.shape == (len(single.units), 1)
+    assert np.isfinite(single.relevance).all() and np.abs(single.relevance).max() > 0
 
 
 def test_bad_image_input_is_named(tiny_vlm_export, tiny_export):
@@ -151,6 +168,8 @@ def test_bad_image_input_is_named(tiny_vlm_export, tiny_export):
         explainer.explain(PROMPT, TARGET, images=[png(64, 64), png(64, 64)])
     with pytest.raises(InputError, match="image"):
         explainer.explain(PROMPT, TARGET, images=[b"not an image"])
+    with pytest.raises(InputError, match="^field 'images' must be a list of images, got str$"):
+        explainer.explain(PROMPT, TARGET, images="photo.png")  # a lone path, not a list of one
     with pytest.raises(InputError, match="unknown image unit 'pixel'"):
         ExplainRequest(prompt=PROMPT, image_units="pixel")
     with pytest.raises(InputError, match="field 'images': image 1 is not valid base64"):

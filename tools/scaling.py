@@ -111,7 +111,7 @@ def measure(folder: str, length: int, workers: int, repeats: int, parts_repeats:
                 times[name].append(seconds)
         runs = [parts(split, prompt, target) for _ in range(parts_repeats)]
     finally:
-        split.executor.close()
+        split.close()
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     return {
         "tokens": length, "fed": len(explanation.prompt_ids) + len(explanation.target_ids) - 1,
