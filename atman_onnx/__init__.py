@@ -3,8 +3,13 @@
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.explainer import Explainer
 from atman_onnx.explanation import Explanation
+from atman_onnx.prepare import Prepared
 from atman_onnx.request import ExplainRequest
+from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, Stopped
 from atman_onnx.runtime.units import ImageBox, TextSpan, Token, Unit
 
-__all__ = ["AtmanError", "ExplainRequest", "Explainer", "Explanation", "ImageBox", "TextSpan", "Token", "Unit"]
+__all__ = [
+    "AtmanError", "ExplainRequest", "Executor", "Explainer", "Explanation", "ImageBox", "LocalExecutor", "Prepared",
+    "Stop", "Stopped", "TextSpan", "Token", "Unit",
+]
 __version__ = "0.1.0"

@@ -5,60 +5,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import os
 import sys
-import tempfile
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from atman_onnx.core.contract import load_manifest
 from atman_onnx.core.errors import AtmanError, InputError
-from atman_onnx.request import IMAGE_UNITS, ExplainRequest
-from atman_onnx.runtime.groups import GRANULARITIES
-from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, SCHEDULES
+from atman_onnx.request import FIELDS, ExplainRequest
+from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB
+from atman_onnx.spec import Field
 
-
-def _write_all(files: list[tuple[Path, bytes]]) -> None:
-    """Write every file through a temporary file beside it, then move them all into place: a failure leaves no
-    half-written file, and none of the set unless it fails in the final moves. Files get the usual mode (0666 less
-    the umask), not ``mkstemp``'s 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, data in files:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(tmp, 0o666 & ~umask)
-        while staged:
-            tmp, path = staged[0]
-            os.replace(tmp, path)
-            staged.pop(0)
-    except OSError as exc:
-        raise AtmanError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _check_writable(path: Path) -> None:
-    """Refuse an output path that cannot be written, before the explanation runs."""
-    if not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a folder")
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {path.parent} is not writable")
-
-
-def _overlay_paths(path: Path, count: int) -> list[Path]:
-    """Where ``--overlay PATH`` writes each image's overlay: PATH for the first, PATH-2, PATH-3... (before the
-    suffix) for the others."""
-    return [path] + [path.with_name(f"{path.stem}-{n}{path.suffix}") for n in range(2, count + 1)]
+if TYPE_CHECKING:
+    from atman_onnx.cluster.executor import RayExecutor
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -79,12 +40,16 @@ def _export(args: argparse.Namespace) -> None:
     )
 
 
-def _parse_span(text: str) -> tuple[int, int]:
-    try:
-        start, end = (int(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"span {text!r} is not START:END") from None
-    return start, end
+def _parse_word(field: Field) -> Callable[[str], object]:
+    """A flag's word to its field's value (one item of it, for a repeated flag); a bad word is named with the form
+    it should have ("argument --span: '0-5' is not START:END")."""
+    def parse(word: str) -> object:
+        try:
+            return field.kind.parse(word)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{word!r} is not {field.kind.metavar or field.kind.what}") from None
+
+    return parse
 
 
 def _progress(quiet: bool):
@@ -101,27 +66,41 @@ def _progress(quiet: bool):
 
 
 def _request(args: argparse.Namespace) -> ExplainRequest:
-    """The request the flags describe: every ``ExplainRequest`` field given on the command line, by name."""
-    given = {f.name: getattr(args, f.name) for f in fields(ExplainRequest) if hasattr(args, f.name)}
+    """The request the flags describe: every ``ExplainRequest`` field given on the command line, by name (images as
+    file paths, which the Python form takes)."""
+    given = {name: getattr(args, name) for name in FIELDS if hasattr(args, name)}
     if args.chat:
         given["prompt"] = [{"role": "user", "content": args.prompt}]
-    images = given.pop("images", [])  # file paths here; base64 strings are the JSON form
-    request = ExplainRequest.from_dict(given)
-    return dataclasses.replace(request, images=tuple(images)) if images else request
+    return ExplainRequest(**given)
+
+
+def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
+    """The executor ``--ray`` asks for: the batches on ``--shards`` Ray actors of ``--threads`` threads each (a
+    folder that is not an export is refused first, before any actor starts); None without ``--ray``."""
+    if args.ray is None:
+        return None
+    from atman_onnx.cluster.executor import RayExecutor, connect
+
+    load_manifest(args.dir)
+    connect(args.ray)
+    return RayExecutor(args.dir, args.shards, 1 if args.threads is None else args.threads, args.provider)
 
 
 def _explain(args: argparse.Namespace) -> None:
     from atman_onnx.explainer import Explainer
+    from atman_onnx.outputs import check_writable, overlay_paths, write_all
 
     request = _request(args)  # bad options fail before the model loads
     if args.overlay and not request.images:
         raise InputError("--overlay draws on the prompt's images: give them with --image")
+    if args.shards is not None and args.ray is None:
+        raise InputError("--shards needs --ray")
     for path in (args.json, args.html, args.overlay):
         if path:
-            _check_writable(Path(path))
+            check_writable(Path(path))
     explainer = Explainer.load(
         args.dir, provider=args.provider, threads=args.threads, memory_budget_mb=args.memory_budget_mb,
-        ray=args.ray, shards=args.shards,
+        executor=_ray_executor(args),
     )
     bar = _progress(args.quiet)
     task = None
@@ -146,8 +125,8 @@ def _explain(args: argparse.Namespace) -> None:
         from atman_onnx.overlay import overlay_png
 
         pngs = [overlay_png(explanation, i) for i in range(len(explanation.images))]
-        files += zip(_overlay_paths(Path(args.overlay), len(pngs)), pngs)
-    _write_all(files)
+        files += zip(overlay_paths(Path(args.overlay), len(pngs)), pngs)
+    write_all(files)
     for path, _ in files:
         print(f"wrote {path}", file=sys.stderr)
 
@@ -190,22 +169,20 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _request_options(ex: argparse.ArgumentParser) -> None:
-    """One flag per ``ExplainRequest`` field, its help from the field's description; flags not given are left out,
-    so the request's own defaults apply."""
-    docs = {f.name: f.metadata["doc"] for f in fields(ExplainRequest)}
-    ex.add_argument("--prompt", required=True, help=docs["prompt"].split(", or chat")[0])
-    flags = {
-        "target": {}, "factor": {"type": float}, "conceptual": {"type": float},
-        "granularity": {"choices": GRANULARITIES}, "spans": {"type": _parse_span, "action": "append"},
-        "delimiter": {}, "include_template": {"action": "store_true"}, "contrast": {},
-        "max_new_tokens": {"type": int}, "batch_size": {"type": int}, "schedule": {"choices": SCHEDULES},
-        "images": {"action": "append", "metavar": "PATH"}, "image_units": {"choices": IMAGE_UNITS},
-        "grid": {"type": int},
-    }
-    renamed = {"spans": "--span", "images": "--image"}
-    for name, kwargs in flags.items():
-        flag = renamed.get(name, "--" + name.replace("_", "-"))
-        ex.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=docs[name].replace("%", "%%"), **kwargs)
+    """One flag per ``ExplainRequest`` field, written from its declaration: the word's type and form, choices,
+    repetition, and help (its doc and bounds). A flag not given is left out, so the request's own default
+    applies; a boolean field is a switch."""
+    for f in FIELDS.values():
+        notes = "; ".join(note for note in (f.range(), "repeatable" if f.kind.many else "") if note)
+        text = f.doc + (f" ({notes})" if notes else "")
+        options: dict[str, object] = {"dest": f.name, "help": text.replace("%", "%%")}
+        options.update({"required": True} if f.required else {"default": argparse.SUPPRESS})
+        if f.kind.parse is None:
+            options["action"] = "store_true"
+        else:
+            options.update(type=_parse_word(f), choices=f.choices, metavar=f.kind.metavar,
+                           action="append" if f.kind.many else "store")
+        ex.add_argument(f.flag, **options)
 
 
 def parser() -> argparse.ArgumentParser:

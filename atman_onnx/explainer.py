@@ -1,7 +1,7 @@
 """The public entry point: load an exported folder and explain what a completion depends on.
 
-``Explainer`` only orchestrates: encode the request's texts, make its units, run the unperturbed pass and plan the
-perturbations, execute the plan, score, and pack an ``Explanation``.
+``Explainer`` only orchestrates: prepare the request (encode its texts, make its units, count its work: no graph
+call), run the unperturbed pass and plan the perturbations, execute the plan, score, and pack an ``Explanation``.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from atman_onnx.core.errors import InputError
 from atman_onnx.explanation import Explanation
+from atman_onnx.prepare import Prepared, planned_positions
 from atman_onnx.request import ExplainRequest
-from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target, fed_tokens
+from atman_onnx.runtime.encode import EncodedPrompt, Prompt, encode_prompt, encode_target, fed_tokens
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
 from atman_onnx.runtime.generate import generate
-from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, batch_size_for, make_plan
+from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, batch_size_for, chunk_for, make_plan
 from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.text import TextCodec
-from atman_onnx.runtime.units import Unit, make_units
+from atman_onnx.runtime.units import Token, Unit, make_units
 from atman_onnx.runtime.vision import NO_IMAGES, VisionEncoder, image_units
+
+if TYPE_CHECKING:
+    from atman_onnx.runtime.image_tiles import Processed
 
 
 class Explainer:
@@ -48,27 +52,19 @@ class Explainer:
     @classmethod
     def load(
         cls, folder: str | Path, provider: str | None = None, threads: int | None = None,
-        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, ray: str | None = None, shards: int | None = None,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, executor: Executor | None = None,
     ) -> Explainer:
         """Open an exported folder; ``provider`` is 'cuda' or 'cpu' (default: the best that loads).
 
         ``memory_budget_mb`` bounds one graph call's activations when the batch size is chosen automatically.
-        ``ray`` ('local', 'auto', ``ray://HOST:PORT`` or ``HOST:PORT``) runs the perturbation batches on ``shards``
-        Ray actors (default: the cluster's CPUs / ``threads``) of ``threads`` threads each (default 1).
+        ``executor`` runs the perturbation batches (default: a ``LocalExecutor``, in this process), e.g. a
+        ``cluster.executor.RayExecutor`` on Ray actors; the explainer takes it over: ``close`` closes it.
         """
         if not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
             raise InputError(f"memory budget must be a positive number of MB, got {memory_budget_mb}")
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
-        if shards is not None and ray is None:
-            raise InputError("shards need a Ray address (ray=...)")
         graph = Graph(folder, provider=provider, threads=threads)
-        executor = None
-        if ray is not None:
-            from atman_onnx.cluster.executor import RayExecutor, connect
-
-            connect(ray)
-            executor = RayExecutor(folder, shards, threads or 1, provider)
         vision = VisionEncoder(folder, graph.manifest, provider, threads) if graph.manifest.takes_embeds else None
         return cls(graph, TextCodec(folder, graph.manifest.special_tokens), memory_budget_mb, executor, vision)
 
@@ -95,13 +91,8 @@ class Explainer:
                 f"sequence of {n_tokens} tokens is longer than the model's {self.manifest.max_positions} positions"
             )
 
-    def _completion(
-        self, text: str | None, prompt: np.ndarray, max_new_tokens: int, stop: Stop | None = None
-    ) -> tuple[str, list[int]]:
-        """A completion's text and ids: as given, or the model's greedy completion of the fed ``prompt`` (ids or
-        input embeddings) when None."""
-        if text is not None:
-            return text, encode_target(self.codec, text)
+    def _generate(self, prompt: np.ndarray, max_new_tokens: int, stop: Stop | None = None) -> tuple[str, list[int]]:
+        """The text and ids of the model's greedy completion of the fed ``prompt`` (ids or input embeddings)."""
         self._check_length(len(prompt) + max_new_tokens - 1)
         ids = generate(self.graph, prompt, max_new_tokens, self.manifest.stop_ids, stop)
         if not ids:
@@ -115,14 +106,20 @@ class Explainer:
         """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
         unit in turn."""
         self._check_length(len(fed))
-        shared, embeddings = unperturbed(self.graph, fed, labels, stop)
+        m = self.manifest
+        chunk = chunk_for(len(fed), m.row_cache, request.chunk_size)
+        shared, embeddings = unperturbed(self.graph, fed, labels, stop, chunk)
         groups = check_units([list(u.positions) for u in units], len(fed))
         factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
+        return make_plan(shared, factors, self._batch_size(len(fed), len(labels), request), request.schedule)
+
+    def _batch_size(self, n_fed: int, n_labels: int, request: ExplainRequest) -> int:
+        """Rows per graph call: the request's, else what fits the memory budget."""
         m = self.manifest
-        batch = request.batch_size or batch_size_for(
-            m.dims, m.hidden_size, m.vocab_size, len(fed), len(labels), self.memory_budget_mb
+        return request.batch_size or batch_size_for(
+            m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, self.memory_budget_mb,
+            chunk_for(n_fed, m.row_cache, request.chunk_size),
         )
-        return make_plan(shared, factors, batch, request.schedule)
 
     def explain(
         self, prompt: Prompt, target: str | None = None, *, on_progress: Callable[[int, int], None] | None = None,
@@ -133,8 +130,8 @@ class Explainer:
         ``options`` are the fields of ``ExplainRequest``: factor, conceptual, granularity, spans, delimiter,
         include_template, contrast, max_new_tokens, batch_size, schedule. ``on_progress(done, total)`` is called
         with the perturbations done after every batch; setting ``stop`` (a ``Stop``) from another thread ends the
-        explanation within one graph call (a generation step, an unperturbed pass or a batch). ``images`` (file paths, bytes or PIL images) go with an image-text model's
-        prompt, one per ``<image>`` marker.
+        explanation within one graph call (a generation step, an unperturbed pass or a batch). ``images`` (file
+        paths, bytes or PIL images) go with an image-text model's prompt, one per ``<image>`` marker.
         """
         request = ExplainRequest.from_dict({"prompt": prompt, "target": target, **options})
         if not isinstance(images, (list, tuple)) or images:  # paths, bytes or PIL images (JSON: base64 strings)
@@ -147,7 +144,9 @@ class Explainer:
             return np.concatenate([prompt, np.asarray(ids, dtype=prompt.dtype)])
         return np.concatenate([prompt, self.graph.embed(ids)])
 
-    def _with_image_units(self, units: list[Unit], ids: list[int], processed, request: ExplainRequest) -> list[Unit]:
+    def _with_image_units(
+        self, units: list[Unit], ids: list[int], processed: Processed, request: ExplainRequest
+    ) -> list[Unit]:
         """Text units without the image layout tokens, and the image units, in the order of their first positions."""
         layout = self.vision.layout_positions(self.codec, ids)
         text = [u for u in units if not set(u.positions) & layout]
@@ -155,50 +154,92 @@ class Explainer:
         found = image_units(images, processed, self.vision.config, request.image_units, request.grid)
         return sorted(text + found, key=lambda u: min(u.positions))
 
-    def run(
-        self, request: ExplainRequest, on_progress: Callable[[int, int], None] | None = None,
-        stop: Stop | None = None,
-    ) -> Explanation:
-        """Explain one request (see ``explain``). Setting ``stop`` from another thread ends it within one graph
-        call, with ``Stopped``."""
-        started = time.perf_counter()
-        prompt, processed = request.prompt, None
+    def prepare(self, request: ExplainRequest) -> Prepared:
+        """Do once, without a graph call, what ``run`` needs first: the prompt as fed (an image-text model's images
+        preprocessed, their tokens in place of the markers), the completions' ids, the units, and the counts a
+        service sizes and admits on (tokens, passes, positions)."""
+        prompt, images = request.prompt, None
         if request.images:
             if self.vision is None:
                 raise InputError(NO_IMAGES)
-            prompt, processed = self.vision.prepare(prompt, request.images)
+            try:
+                prompt, images = self.vision.prepare(prompt, request.images)
+            except InputError as exc:
+                raise InputError(f"field 'images': {exc}") from None
         encoded = encode_prompt(self.codec, prompt)
-        fed_prompt = np.asarray(encoded.ids)
-        if processed is not None:
-            fed_prompt = self.vision.embed(self.graph, encoded.ids, processed)
-        target, target_ids = self._completion(request.target, fed_prompt, request.max_new_tokens, stop)
-        contrast_ids = None
-        if request.contrast is not None:
-            contrast_ids = self._completion(request.contrast, fed_prompt, request.max_new_tokens, stop)[1]
-        generated = time.perf_counter()
-        tokens = fed_tokens(self.codec, encoded, target_ids)
+        target_ids = None if request.target is None else tuple(encode_target(self.codec, request.target))
+        contrast_ids = None if request.contrast is None else tuple(encode_target(self.codec, request.contrast))
+        longest = max(request.max_new_tokens if target_ids is None else len(target_ids), len(contrast_ids or ()))
+        n_tokens = len(encoded.ids) + longest
+        tokens = units = passes = positions = None
+        if target_ids is not None and n_tokens - 1 <= self.manifest.max_positions:  # else run refuses it
+            tokens, units = self._units(encoded, request.target, target_ids, images, request)
+            completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
+            passes = (len(units) + 1) * len(completions)
+            if request.conceptual is None:  # else the rows depend on the embeddings
+                positions = sum(self._positions(units, len(encoded.ids) + len(ids) - 1, len(ids), request)
+                                for ids in completions)
+        return Prepared(request, encoded, images, target_ids, contrast_ids, tokens, units, n_tokens, passes, positions)
+
+    def _positions(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> int:
+        """Token positions the plan of one completion will run, counted without the plan (no conceptual
+        suppression)."""
+        batch = self._batch_size(n_fed, n_labels, request)
+        return planned_positions(units, n_fed, request.factor, batch, request.schedule)
+
+    def _units(
+        self, encoded: EncodedPrompt, target: str, target_ids: Sequence[int], images: Processed | None,
+        request: ExplainRequest,
+    ) -> tuple[tuple[Token, ...], tuple[Unit, ...]]:
+        """The fed tokens, and the units to suppress: the text units (the target's too, unless there is a contrast)
+        and an image-text prompt's image units."""
+        tokens = fed_tokens(self.codec, encoded, list(target_ids))
         units = make_units(
             encoded.text, target, tokens, len(encoded.ids), request.granularity,
             None if request.spans is None else list(request.spans), request.delimiter,
-            None if request.include_template else encoded.content, with_target=contrast_ids is None,
+            None if request.include_template else encoded.content, with_target=request.contrast is None,
         )
-        if processed is not None:
-            units = self._with_image_units(units, encoded.ids, processed, request)
-        completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
-        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, units, request, stop) for ids in completions]
+        if images is not None:
+            units = self._with_image_units(units, encoded.ids, images, request)
+        return tuple(tokens), tuple(units)
+
+    def run(
+        self, request: ExplainRequest | Prepared, on_progress: Callable[[int, int], None] | None = None,
+        stop: Stop | None = None,
+    ) -> Explanation:
+        """Explain one request (see ``explain``), or one that this explainer's ``prepare`` made (a request is
+        prepared first). Setting ``stop`` from another thread ends it within one graph call, with ``Stopped``."""
+        started = time.perf_counter()
+        prepared = request if isinstance(request, Prepared) else self.prepare(request)
+        request, encoded = prepared.request, prepared.prompt
+        fed_prompt = np.asarray(encoded.ids)
+        if prepared.images is not None:
+            fed_prompt = self.vision.embed(self.graph, encoded.ids, prepared.images)
+        target, target_ids = request.target, prepared.target_ids
+        if target_ids is None:
+            target, target_ids = self._generate(fed_prompt, request.max_new_tokens, stop)
+        contrast_ids = None if prepared.contrast_ids is None else list(prepared.contrast_ids)
+        completions = [list(target_ids)] + ([contrast_ids] if contrast_ids is not None else [])
+        generated = time.perf_counter()
+        tokens, units = prepared.tokens, prepared.units
+        if units is None:  # a generated target, or a sequence the model cannot take (refused before the work)
+            for ids in completions:
+                self._check_length(len(encoded.ids) + len(ids) - 1)
+            tokens, units = self._units(encoded, target, target_ids, prepared.images, request)
+        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, list(units), request, stop) for ids in completions]
         progress = Progress(sum(p.n_rows for p in plans), on_progress)
         scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]
-        target_tokens = self.codec.token_texts(target_ids)
+        target_tokens = self.codec.token_texts(completions[0])
         if contrast_ids is not None:
             scores = [(scores[0].sum(axis=1) - scores[1].sum(axis=1))[:, None]]
             target_tokens = [f"{target} (vs {request.contrast})"]
         finished = time.perf_counter()
         return Explanation(
-            prompt=encoded.text, target=target, prompt_ids=encoded.ids, target_ids=target_ids, tokens=tokens,
-            units=units, target_tokens=target_tokens, relevance=scores[0], mode=self.manifest.mode,
-            suppression_factor=float(request.factor), conceptual_threshold=request.conceptual,
-            granularity=request.granularity, contrast=request.contrast, contrast_ids=contrast_ids,
-            model=self.manifest.source, provider=self.graph.device, images=request.images,
+            prompt=encoded.text, target=target, prompt_ids=encoded.ids, target_ids=completions[0],
+            tokens=list(tokens), units=list(units), target_tokens=target_tokens, relevance=scores[0],
+            mode=self.manifest.mode, suppression_factor=float(request.factor),
+            conceptual_threshold=request.conceptual, granularity=request.granularity, contrast=request.contrast,
+            contrast_ids=contrast_ids, model=self.manifest.source, provider=self.graph.device, images=request.images,
             timings={
                 "generate_s": generated - started,
                 "explain_s": finished - generated,
@@ -207,5 +248,6 @@ class Explainer:
                 "batch_size": plans[-1].batch_size,
                 "schedule": request.schedule,
                 "positions_computed": sum(p.positions for p in plans),
+                "chunk_size": plans[-1].shared.chunk,
             },
         )

@@ -18,7 +18,7 @@ import numpy as np
 
 from atman_onnx.core.errors import InputError
 from atman_onnx.palette import OPACITY, shade
-from atman_onnx.runtime.images import load_image
+from atman_onnx.runtime.image_load import load_image
 
 if TYPE_CHECKING:
     from PIL.Image import Image

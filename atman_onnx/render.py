@@ -26,7 +26,8 @@ def _header(explanation: Explanation) -> list[str]:
 
 
 def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
-    lines = ["", f"most relevant prompt {explanation.granularity}s (sum over target tokens; max |relevance| {scale:.3f}):"]
+    what = f"most relevant prompt {explanation.granularity}s"
+    lines = ["", f"{what} (sum over target tokens; max |relevance| {scale:.3f}):"]
     for index, unit, value in explanation.top(top):
         lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
     return lines

@@ -5,9 +5,6 @@ Ray is imported lazily (the ``ray`` extra). The plan's ``Shared`` data goes into
 the batches are shared out by the token positions they compute, not by count; each batch is one actor call, so
 every batch is yielded (and its progress reported) as it finishes. A worker process that dies is restarted by Ray
 and its calls run again (``max_restarts``, ``max_task_retries``), so the explanation comes out the same.
-
-Test hook: when ``ATMAN_ONNX_RAY_DIE_ONCE`` names a file as a ``RayExecutor`` is made, the first batch call of
-its actors that finds the file absent creates it and ends its worker process (``os._exit``), once per file.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from atman_onnx.runtime.execute import Stop, run_batch
 from atman_onnx.runtime.plan import Batch, Shared
 from atman_onnx.runtime.session import Graph
 
-DIE_ONCE_ENV = "ATMAN_ONNX_RAY_DIE_ONCE"
 CONNECT_TIMEOUT_S = 5.0  # Ray itself retries an address that does not answer for minutes
 DEFAULT_PORTS = {"ray://": 10001, "": 6379}  # Ray Client server, the head's GCS
 RETRIES = 3  # restarts of a dead actor, and reruns of each call it had not finished
@@ -99,15 +95,6 @@ def connect(address: str, num_cpus: int | None = None) -> None:
         raise ClusterError(f"cannot connect to Ray at {address!r}: {_first_line(exc)}{hint}") from None
 
 
-def _die_once(marker: str) -> None:
-    """The test hook: end this worker process unless ``marker`` exists, creating it (atomically, so once)."""
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return
-    os._exit(1)
-
-
 class GraphActor:
     """A Ray actor's state: one ``Graph`` of the exported folder, running the batches it is sent.
 
@@ -115,8 +102,7 @@ class GraphActor:
     constructor as a traceback, but one in a call as the exception itself.
     """
 
-    def __init__(self, folder: str, provider: str | None, threads: int, die_once: str | None):
-        self.die_once = die_once
+    def __init__(self, folder: str, provider: str | None, threads: int):
         self.error: AtmanError | None = None
         try:
             self.graph = Graph(folder, provider=provider, threads=threads)
@@ -131,8 +117,6 @@ class GraphActor:
     def run(self, shared: Shared, batch: Batch) -> np.ndarray:
         """The batch's scored label log-probs (``run_batch``)."""
         self.ready()
-        if self.die_once:
-            _die_once(self.die_once)
         return run_batch(self.graph, shared, batch)
 
 
@@ -154,10 +138,15 @@ class RayExecutor:
     here and reused by every explanation; needs a connected Ray (``connect``).
 
     ``shards`` defaults to the cluster's free CPUs divided by ``threads``. ``folder`` must be readable at the same
-    path on every machine of the cluster. ``close`` (or the ``Explainer``'s) gives the CPUs back.
+    path on every machine of the cluster. ``actor`` is the class each actor runs: ``GraphActor``, or a subclass that
+    wraps its calls (to trace them, or to fail on purpose in a test of the restarts). ``close`` (or the
+    ``Explainer``'s) gives the CPUs back.
     """
 
-    def __init__(self, folder: str | Path, shards: int | None = None, threads: int = 1, provider: str | None = None):
+    def __init__(
+        self, folder: str | Path, shards: int | None = None, threads: int = 1, provider: str | None = None,
+        actor: type[GraphActor] = GraphActor,
+    ):
         ray = _ray()
         if not ray.is_initialized():
             raise ClusterError("not connected to Ray: call atman_onnx.cluster.executor.connect(address) first")
@@ -170,11 +159,10 @@ class RayExecutor:
             raise ClusterError(
                 f"{shards} shards of {threads} threads need {shards * threads} CPUs; the Ray cluster has {cpus}"
             )
-        actor = ray.remote(GraphActor).options(
+        remote = ray.remote(actor).options(
             num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES, scheduling_strategy="SPREAD"
         )
-        die_once = os.environ.get(DIE_ONCE_ENV)
-        self.actors = [actor.remote(str(Path(folder).resolve()), provider, threads, die_once) for _ in range(shards)]
+        self.actors = [remote.remote(str(Path(folder).resolve()), provider, threads) for _ in range(shards)]
         try:
             self._get([a.ready.remote() for a in self.actors], timeout=START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:

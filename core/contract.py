@@ -5,7 +5,13 @@ folder against it before running anything. Bump the version whenever a name, typ
 
 Version 1 graphs take token ids. Version 2 graphs take input embeddings instead (``inputs_embeds``): those of an
 image-text model's text model, whose image positions the runtime fills with the vision graph's features; such a
-folder also holds ``vision.onnx`` and the text embedding matrix ``embeddings.npy``. A folder of either version loads.
+folder also holds ``vision.onnx`` and the text embedding matrix ``embeddings.npy``.
+
+Versions 3 (token ids) and 4 (input embeddings) add a second cache, ``row_past``: each row's own keys and values
+of the positions after the shared ``past`` and before this call's, and return ``present`` for this call's positions
+only. So a long suffix runs in query chunks, each against the keys before it, with attention scores of
+``chunk x keys`` instead of ``suffix x keys`` (exact: attention is causal). A folder of any version loads; versions
+1 and 2 run each suffix in one call.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any
 
 from atman_onnx.core.errors import ContractError
 
-CONTRACT_VERSION = 1  # token ids in
-EMBEDS_CONTRACT_VERSION = 2  # input embeddings in (image-text models)
+CONTRACT_VERSION = 3  # token ids in, row cache
+EMBEDS_CONTRACT_VERSION = 4  # input embeddings in (image-text models), row cache
+VERSIONS = {1: "ids", 2: "embeds", 3: "ids", 4: "embeds"}  # 1 and 2: no row cache, present of every position
 MANIFEST_FILE = "atman.json"
 GRAPH_FILE = "model.onnx"
 VISION_FILE = "vision.onnx"  # version 2: pixel_values [tiles, 3, S, S] -> image_features [tiles, tokens, hidden]
@@ -43,30 +50,40 @@ OUTPUTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Then, per layer i: the keys and values of an earlier, unperturbed pass over the first "past" positions, shared
 # by every row of the batch, and the keys and values of all "total" positions after this call.
+# Versions 3 and 4 then take, per layer, each row's own keys and values of the "row_past" positions between the
+# shared past and this call ("total" = past + row_past + seq), and return those of this call's "seq" positions only.
 PAST = ("float32", ("1", "kv_heads", "past", "head_dim"))
-EMBEDS_INPUT = ("float32", ("batch", "seq", "hidden"))  # version 2, in the place of input_ids
-PRESENT = ("float32", ("batch", "kv_heads", "total", "head_dim"))
+ROW_PAST = ("float32", ("batch", "kv_heads", "row_past", "head_dim"))
+EMBEDS_INPUT = ("float32", ("batch", "seq", "hidden"))  # versions 2 and 4, in the place of input_ids
+PRESENT = ("float32", ("batch", "kv_heads", "total", "head_dim"))  # versions 1 and 2
+PRESENT_NEW = ("float32", ("batch", "kv_heads", "seq", "head_dim"))  # versions 3 and 4
 
 
 def past_names(num_layers: int) -> list[str]:
     return [f"past.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 
 
+def row_past_names(num_layers: int) -> list[str]:
+    return [f"row_past.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
 def present_names(num_layers: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
 
 
-def graph_inputs(num_layers: int, embeds: bool = False) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The inputs in order: token ids (or, with ``embeds``, input embeddings), the other contract inputs, the cache."""
+def graph_inputs(num_layers: int, embeds: bool = False, rows: bool = True) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The inputs in order: token ids (or, with ``embeds``, input embeddings), the other contract inputs, the
+    shared cache, and (``rows``: versions 3 and 4) the row cache."""
     first = {"inputs_embeds": EMBEDS_INPUT} if embeds else {"input_ids": INPUTS["input_ids"]}
     rest = {name: spec for name, spec in INPUTS.items() if name != "input_ids"}
-    return {**first, **rest, **{name: PAST for name in past_names(num_layers)}}
+    own = {name: ROW_PAST for name in row_past_names(num_layers)} if rows else {}
+    return {**first, **rest, **{name: PAST for name in past_names(num_layers)}, **own}
 
 
-def graph_outputs(num_layers: int, embeds: bool = False) -> dict[str, tuple[str, tuple[str, ...]]]:
+def graph_outputs(num_layers: int, embeds: bool = False, rows: bool = True) -> dict[str, tuple[str, tuple[str, ...]]]:
     """The outputs in order; a graph that takes input embeddings does not return them again."""
     outputs = {name: spec for name, spec in OUTPUTS.items() if not (embeds and name == "inputs_embeds")}
-    return {**outputs, **{name: PRESENT for name in present_names(num_layers)}}
+    return {**outputs, **{name: PRESENT_NEW if rows else PRESENT for name in present_names(num_layers)}}
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,14 @@ class Manifest:
 
     @property
     def takes_embeds(self) -> bool:
-        """Whether the graph's first input is input embeddings (version 2) rather than token ids."""
-        return self.contract_version == EMBEDS_CONTRACT_VERSION
+        """Whether the graph's first input is input embeddings (versions 2 and 4) rather than token ids."""
+        return VERSIONS[self.contract_version] == "embeds"
+
+    @property
+    def row_cache(self) -> bool:
+        """Whether the graph takes a row cache and returns the keys and values of the fed positions only (versions
+        3 and 4), so that a suffix can run in query chunks."""
+        return self.contract_version >= CONTRACT_VERSION
 
     @property
     def stop_ids(self) -> set[int]:
@@ -112,13 +135,13 @@ class Manifest:
         return path
 
 
-def contract_io(num_layers: int, embeds: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def contract_io(num_layers: int, embeds: bool = False, rows: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inputs and outputs as the manifest records them: ``{name: {"type": ..., "axes": [...]}}``."""
 
     def table(spec: dict[str, tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
         return {name: {"type": dtype, "axes": list(axes)} for name, (dtype, axes) in spec.items()}
 
-    return table(graph_inputs(num_layers, embeds)), table(graph_outputs(num_layers, embeds))
+    return table(graph_inputs(num_layers, embeds, rows)), table(graph_outputs(num_layers, embeds, rows))
 
 
 def load_manifest(folder: str | Path) -> Manifest:
@@ -134,10 +157,10 @@ def load_manifest(folder: str | Path) -> Manifest:
         version = data["contract_version"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ContractError(f"{path} is not an atman-onnx manifest ({exc})") from None
-    if version not in (CONTRACT_VERSION, EMBEDS_CONTRACT_VERSION):
+    if version not in VERSIONS:
         raise ContractError(
-            f"{path} has graph contract version {version}; this atman-onnx reads versions {CONTRACT_VERSION} and "
-            f"{EMBEDS_CONTRACT_VERSION}: re-export the model"
+            f"{path} has graph contract version {version}; this atman-onnx reads versions "
+            f"{', '.join(map(str, VERSIONS))}: re-export the model"
         )
     try:
         manifest = Manifest(**data)
@@ -145,7 +168,9 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ContractError(f"{path} does not match contract version {version}: {exc}") from None
     if manifest.mode not in MODES:
         raise ContractError(f"{path} names unknown mode {manifest.mode!r}; known: {', '.join(MODES)}")
-    expected_in, expected_out = contract_io(manifest.dims.get("num_layers", -1), manifest.takes_embeds)
+    expected_in, expected_out = contract_io(
+        manifest.dims.get("num_layers", -1), manifest.takes_embeds, manifest.row_cache
+    )
     if set(manifest.inputs) != set(expected_in) or set(manifest.outputs) != set(expected_out):
         raise ContractError(f"{path} lists graph inputs/outputs that differ from contract {version}")
     needed = (GRAPH_FILE, TOKENIZER_FILE) + ((VISION_FILE, EMBEDDINGS_FILE) if manifest.takes_embeds else ())

@@ -40,6 +40,7 @@ from atman_onnx.core.contract import (
     graph_inputs,
     graph_outputs,
     past_names,
+    row_past_names,
 )
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export import precision as lighter
@@ -129,24 +130,26 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     """torch.export the wrapper to an ONNX program, not yet optimised, with dynamic batch, sequence, past and
     label axes."""
     layers, kv_heads, head_dim = (graph_module.dims[k] for k in ("num_layers", "kv_heads", "head_dim"))
-    past, seq = 3, 5
+    past, rows, seq = 3, 2, 5
     hidden = graph_module.embed.embedding_dim
     first = torch.randn(2, seq, hidden) if graph_module.takes_embeds else torch.zeros(2, seq, dtype=torch.int64)
     example = {
         "inputs": first,
-        "attention_mask": torch.ones(2, past + seq, dtype=torch.int64),
-        "attention_scale": torch.ones(2, past + seq),
+        "attention_mask": torch.ones(2, past + rows + seq, dtype=torch.int64),
+        "attention_scale": torch.ones(2, past + rows + seq),
         "label_positions": torch.tensor([[2, 3, 4]] * 2),
         "labels": torch.zeros(2, 3, dtype=torch.int64),
     }
     cache = [torch.randn(1, kv_heads, past, head_dim) for _ in past_names(layers)]
-    axes = {name: torch.export.Dim(name) for name in ("batch", "seq", "total", "labels", "past")}
+    row_cache = [torch.randn(2, kv_heads, rows, head_dim) for _ in row_past_names(layers)]
+    axes = {name: torch.export.Dim(name) for name in ("batch", "seq", "total", "labels", "past", "row_past")}
     specs = list(graph_inputs(layers, graph_module.takes_embeds).values())
     dynamic = [{i: axes[a] for i, a in enumerate(axis_names) if a in axes} for _, axis_names in specs[: len(example)]]
-    dynamic.append(tuple({2: axes["past"]} for _ in cache))
+    # the cache arguments (*caches): the shared past, then the row cache
+    dynamic.append(tuple([{2: axes["past"]}] * len(cache) + [{0: axes["batch"], 2: axes["row_past"]}] * len(row_cache)))
     return torch.onnx.export(
         graph_module,
-        (*example.values(), *cache),
+        (*example.values(), *cache, *row_cache),
         input_names=list(graph_inputs(layers, graph_module.takes_embeds)),
         output_names=list(graph_outputs(layers, graph_module.takes_embeds)),
         dynamic_shapes=tuple(dynamic),

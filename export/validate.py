@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atman_onnx.core.contract import graph_inputs, graph_outputs, past_names
+from atman_onnx.core.contract import graph_inputs, graph_outputs, past_names, row_past_names
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export.precision import PrecisionError
 from atman_onnx.models.graph import AtmanGraph
@@ -23,8 +23,8 @@ from atman_onnx.models.graph import AtmanGraph
 TOLERANCE = {"label_logprobs": 1e-4, "inputs_embeds": 1e-5, "present": 1e-3}
 # What fails a lighter graph: NaN or infinite differences, or label log-probs further off than this.
 GROSS_LOGPROB_ERROR = 1.0
-# batch, seq, labels, cached past
-CASES = ((3, 17, 5, 0), (2, 40, 8, 0), (4, 9, 3, 12))
+# batch, seq, labels, cached past, row cache (each row's own keys after the past: a query chunk after the first)
+CASES = ((3, 17, 5, 0, 0), (2, 40, 8, 0, 0), (4, 9, 3, 12, 0), (3, 6, 2, 8, 5))
 
 
 class ValidationError(AtmanError):
@@ -83,13 +83,20 @@ def max_differences(graph_module: AtmanGraph, onnx_path: Path, seed: int = 0) ->
     vocab = graph_module.embed.num_embeddings
     layers = graph_module.dims["num_layers"]
     worst = {name: 0.0 for name in TOLERANCE if not (graph_module.takes_embeds and name == "inputs_embeds")}
-    for i, (batch, seq, labels, past) in enumerate(CASES):
-        feeds = as_feeds(graph_module, random_case(vocab, batch, seq, labels, seed + i, past))
+    first_present = 2 if graph_module.takes_embeds else 3  # after label_logprobs, label_logits[, inputs_embeds]
+    for i, (batch, seq, labels, past, rows) in enumerate(CASES):
         prefix = as_feeds(graph_module, random_case(vocab, 1, past, 1, seed + 10 + i)) if past else None
-        first_present = 2 if graph_module.takes_embeds else 3  # after label_logprobs, label_logits[, inputs_embeds]
         cache = (torch_outputs(graph_module, prefix)[first_present:] if prefix
                  else [e.numpy() for e in graph_module.empty_past()])
+        row_cache = [e.numpy() for e in graph_module.empty_past(batch)]
+        if rows:  # the rows' own keys and values of ``rows`` positions fed on top of the past
+            before = as_feeds(graph_module, random_case(vocab, batch, rows, 1, seed + 20 + i, past))
+            before.update(zip(past_names(layers), cache))
+            before.update(zip(row_past_names(layers), row_cache))
+            row_cache = torch_outputs(graph_module, before)[first_present:]
+        feeds = as_feeds(graph_module, random_case(vocab, batch, seq, labels, seed + i, past + rows))
         feeds.update(zip(past_names(layers), cache))
+        feeds.update(zip(row_past_names(layers), row_cache))
         for name, value in compare(session, graph_module, feeds).items():
             worst[name] = float(np.maximum(worst[name], value))
     return worst
@@ -125,7 +132,8 @@ def validate(
             "max_abs_diff": worst,
             "tolerance": tolerance,
             "cases": "random ids, scales uniform in (0.05, 1]; batch x seq (+ cached past): "
-            + ", ".join(f"{batch}x{seq}" + (f" (+{past})" if past else "") for batch, seq, _, past in CASES),
+            + ", ".join(f"{batch}x{seq}" + (f" (+{past}" + (f", rows +{rows})" if rows else ")") if past else "")
+                        for batch, seq, _, past, rows in CASES),
         }
     if not all(math.isfinite(value) for value in worst.values()):
         raise PrecisionError(f"the {precision} graph produces NaN or infinite outputs")

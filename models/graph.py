@@ -54,8 +54,8 @@ class AtmanGraph(torch.nn.Module):
         self.divisor = getattr(text.config, spec.logits_divisor) if spec.logits_divisor else None
         self.cache_keyword = cache_keyword(self.body)
 
-    def empty_past(self) -> list[torch.Tensor]:
-        shape = (1, self.dims["kv_heads"], 0, self.dims["head_dim"])
+    def empty_past(self, batch: int = 1) -> list[torch.Tensor]:
+        shape = (batch, self.dims["kv_heads"], 0, self.dims["head_dim"])
         return [torch.zeros(shape) for _ in range(2 * self.dims["num_layers"])]
 
     def forward(
@@ -65,11 +65,15 @@ class AtmanGraph(torch.nn.Module):
         attention_scale: torch.Tensor,
         label_positions: torch.Tensor,
         labels: torch.Tensor,
-        *past: torch.Tensor,
+        *caches: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        past = past or tuple(self.empty_past())
-        batch = inputs.shape[0]
-        pairs = [(past[i].expand(batch, -1, -1, -1), past[i + 1].expand(batch, -1, -1, -1)) for i in range(0, len(past), 2)]
+        """The contract's outputs; ``caches`` are the shared past (batch 1) of every layer, then each row's own
+        past (the row cache) of every layer."""
+        batch, n = inputs.shape[0], 2 * self.dims["num_layers"]
+        past = caches[:n] or tuple(self.empty_past())
+        rows = caches[n:] or tuple(self.empty_past(batch))
+        keys = [torch.cat([past[i].expand(batch, -1, -1, -1), rows[i]], dim=2) for i in range(n)]
+        pairs = [(keys[i], keys[i + 1]) for i in range(0, n, 2)]
         # A cache of full layers, also for sliding-window models: every layer returns all keys, so the factors line
         # up with them, and the mask alone enforces the window.
         cache = DynamicCache(ddp_cache_data=pairs)
@@ -89,7 +93,11 @@ class AtmanGraph(torch.nn.Module):
         if self.softcap is not None:  # Gemma 2 and 3
             logits = torch.tanh(logits / self.softcap) * self.softcap
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels[..., None]).squeeze(-1)
-        present = [t for layer in getattr(out, self.cache_keyword).layers for t in (layer.keys, layer.values)]
+        seq = inputs.shape[1]  # the keys and values of the positions fed in this call
+        present = [
+            t.narrow(2, t.shape[2] - seq, seq)
+            for layer in getattr(out, self.cache_keyword).layers for t in (layer.keys, layer.values)
+        ]
         if self.takes_embeds:  # the caller has them: an output of the same name would clash with the input
             return (logprobs, logits, *present)
         return (logprobs, logits, embeds.float(), *present)

@@ -71,20 +71,50 @@ class Executor(Protocol):
     ) -> Iterator[tuple[Batch, np.ndarray]]: ...
 
 
+def chunks(start: int, end: int, chunk: int | None) -> list[tuple[int, int]]:
+    """The query chunks [a, b) that positions ``start`` to ``end`` are fed in (one when ``chunk`` is None)."""
+    step = chunk or max(1, end - start)
+    return [(a, min(a + step, end)) for a in range(start, end, step)]
+
+
+def scored_in_chunk(positions: np.ndarray, inside: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which labels a chunk from ``start`` scores, and where they lie in it; a chunk that holds none scores the
+    first label at its first position (the graph takes at least one), and the result is dropped."""
+    if len(inside):
+        return inside, positions[inside] - start
+    return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+
+
 def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = None) -> np.ndarray:
-    """One graph call: the batch's rows fed from ``batch.start`` on the cached prefix; its scored label log-probs."""
-    n, start = len(batch.rows), batch.start
-    fed = shared.inputs[start:]
-    with guarded(stop) as run_options:
-        result = graph.run(
-            np.broadcast_to(fed, (n, *fed.shape)),
-            batch.factors,
-            np.broadcast_to(shared.label_positions[batch.scored] - start, (n, len(batch.scored))),
-            np.broadcast_to(shared.labels[batch.scored], (n, len(batch.scored))),
-            past=[layer[:, :, :start] for layer in shared.cache],
-            run_options=run_options,
-        )
-    return result["label_logprobs"]
+    """The batch's rows fed from ``batch.start`` on the cached prefix, in query chunks of ``shared.chunk``
+    positions (a graph with a row cache; else in one call), each chunk on the rows' own keys and values of the
+    chunks before it; returns the scored label log-probs [rows, scored]."""
+    n = len(batch.rows)
+    positions, labels = shared.label_positions[batch.scored], shared.labels[batch.scored]
+    out = np.empty((n, len(batch.scored)), dtype=np.float32)
+    past = [layer[:, :, : batch.start] for layer in shared.cache]
+    rows = None
+    for a, b in chunks(batch.start, shared.n_fed, shared.chunk if graph.row_past_names else None):
+        inside = np.flatnonzero((positions >= a) & (positions < b))
+        last = b == shared.n_fed
+        if not len(inside) and last:
+            break
+        at, where = scored_in_chunk(positions, inside, a)
+        fed = shared.inputs[a:b]
+        with guarded(stop) as run_options:
+            result = graph.run(
+                np.broadcast_to(fed, (n, *fed.shape)),
+                batch.factors[:, :b],
+                np.broadcast_to(where, (n, len(at))),
+                np.broadcast_to(labels[at], (n, len(at))),
+                past=past, rows=rows, run_options=run_options,
+                outputs=("label_logprobs", *(() if last else graph.present_names)),
+            )
+        out[:, inside] = result["label_logprobs"][:, : len(inside)]
+        if not last:
+            new = [result[name] for name in graph.present_names]
+            rows = new if rows is None else [np.concatenate(pair, axis=2) for pair in zip(rows, new)]
+    return out
 
 
 class LocalExecutor:
@@ -101,29 +131,37 @@ class LocalExecutor:
 
 
 def unperturbed(
-    graph: Graph, fed: np.ndarray | list[int], labels: list[int], stop: Stop | None = None
+    graph: Graph, fed: np.ndarray | list[int], labels: list[int], stop: Stop | None = None, chunk: int | None = None
 ) -> tuple[Shared, np.ndarray]:
     """The unperturbed pass over ``fed`` (token ids, or input embeddings [n_fed, hidden]) scoring ``labels`` (the
-    last ``len(labels)`` next tokens): the data its plan shares, and the input embeddings [n_fed, hidden] (for
-    conceptual suppression)."""
+    last ``len(labels)`` next tokens), in query chunks of ``chunk`` positions where the graph has a row cache: the
+    data its plan shares, and the input embeddings [n_fed, hidden] (for conceptual suppression)."""
     fed = np.asarray(fed)
     if fed.ndim == 1 and graph.embeddings is not None:  # text alone, for a graph that takes embeddings
         fed = graph.embed(fed)
     n_fed = len(fed)
     positions = np.arange(n_fed - len(labels), n_fed)
+    label_ids = np.asarray(labels, dtype=np.int64)
     embeds = fed if fed.ndim == 2 else None  # else the graph returns them
-    with guarded(stop) as run_options:
-        out = graph.run(
-            fed[None], np.ones((1, n_fed), np.float32), positions[None], np.array([labels]),
-            outputs=("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names),
-            run_options=run_options,
-        )
+    wanted = ("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names)
+    logprobs, looked_up, cache = np.empty(len(labels), np.float32), [], None
+    for a, b in chunks(0, n_fed, chunk if graph.row_past_names else None):
+        inside = np.flatnonzero((positions >= a) & (positions < b))
+        at, where = scored_in_chunk(positions, inside, a)
+        with guarded(stop) as run_options:
+            out = graph.run(
+                fed[None, a:b], np.ones((1, b), np.float32), where[None],
+                label_ids[at][None], past=cache, outputs=wanted, run_options=run_options,
+            )
+        logprobs[inside] = out["label_logprobs"][0, : len(inside)]
+        if embeds is None:
+            looked_up.append(out["inputs_embeds"][0])
+        new = [out[name] for name in graph.present_names]
+        cache = new if cache is None else [np.concatenate(pair, axis=2) for pair in zip(cache, new)]
     shared = Shared(
-        fed if fed.ndim == 2 else fed.astype(np.int64), positions, np.asarray(labels, dtype=np.int64),
-        out["label_logprobs"][0],
-        tuple(out[name] for name in graph.present_names),
+        fed if fed.ndim == 2 else fed.astype(np.int64), positions, label_ids, logprobs, tuple(cache or ()), chunk,
     )
-    return shared, embeds if embeds is not None else out["inputs_embeds"][0]
+    return shared, embeds if embeds is not None else np.concatenate(looked_up)
 
 
 def execute(

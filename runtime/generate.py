@@ -27,5 +27,8 @@ def generate(
         if token in end_ids:
             break
         ids.append(token)
-        new, past = np.array([token]), [out[name] for name in graph.present_names]
+        present = [out[name] for name in graph.present_names]
+        if graph.row_past_names and past is not None:  # a graph with a row cache returns the new position's only
+            present = [np.concatenate(pair, axis=2) for pair in zip(past, present)]
+        new, past = np.array([token]), present
     return ids

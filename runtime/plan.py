@@ -17,9 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from atman_onnx.runtime.device import FREE_SHARE
+
 SCHEDULES = ("prefix", "naive")
 DEFAULT_MEMORY_BUDGET_MB = 1024
+CHUNK = 256  # queries per graph call of a long suffix (graphs with a row cache)
+CHUNK_FROM = 512  # shorter sequences run whole: their scores are small, and large batches pay there
+POSITIONS_PER_CALL = 512  # in query chunks: rows x chunk per call past which CPU throughput stops rising
 WASTE = 0.05  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
+# On a GPU a graph call has a fixed cost that dwarfs a few recomputed positions: the prefix schedule then weighs
+# calls against positions (``plan_batches``' ``call_cost``). Measured on an H200 with SmolLM2-135M at 256 tokens:
+# ~92,000 positions/s and ~15 ms per call, so one call costs as much as 0.015 s x 92,000/s ~ 1,400 positions.
+GPU_CALL_COST = 1500  # token positions
+GPU_MIN_ROWS = 8  # on a GPU a suffix runs whole while the budget holds this many whole rows per call; else in chunks
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class Shared:
     labels: np.ndarray  # [n_labels] the token ids scored there
     logprobs: np.ndarray  # [n_labels] their unperturbed log-probs
     cache: tuple[np.ndarray, ...]  # per layer keys, values: [1, kv_heads, n_fed, head_dim]
+    chunk: int | None = None  # queries per graph call of a batch's suffix (None: the whole suffix in one call)
 
     @property
     def n_fed(self) -> int:
@@ -82,15 +93,83 @@ class Plan:
         return self.shared.n_fed + sum(b.positions for b in self.batches)
 
 
-def batch_size_for(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float) -> int:
-    """Rows per call that keep one call's activations within ``budget_mb`` (an upper-bound estimate)."""
-    per_row = 4 * (
-        2 * dims["num_layers"] * n_fed * dims["kv_heads"] * dims["head_dim"]  # keys and values of every layer
-        + 3 * dims["num_heads"] * n_fed * n_fed  # scores, masked scores and weights of one layer
-        + n_fed * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
+def chunk_for(n_fed: int, row_cache: bool, requested: int | None = None) -> int | None:
+    """Queries per graph call of a suffix on a graph with a row cache: ``requested``, else ``CHUNK`` for sequences
+    longer than ``CHUNK_FROM``; None (the whole suffix in one call) where the sequence is no longer than the chunk
+    or the graph has no row cache. Chunks bound the attention scores to ``chunk x n_fed`` instead of
+    ``n_fed x n_fed``."""
+    if not row_cache or (requested is None and n_fed <= CHUNK_FROM):
+        return None
+    chunk = requested or CHUNK
+    return chunk if n_fed > chunk else None
+
+
+def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, chunk: int | None = None) -> float:
+    """Estimated MiB one row of a batch holds at the peak of a call over ``n_fed`` positions, fed whole (``chunk``
+    None) or in query chunks (then it carries its own keys and values from chunk to chunk)."""
+    queries = chunk or n_fed
+    keys_values = 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"]  # floats per position, all layers
+    floats = (
+        keys_values * n_fed * (2 if chunk else 1)  # every layer's keys and values (chunked: the row cache and its copy)
+        + 3 * dims["num_heads"] * queries * n_fed  # scores, masked scores and weights of one layer
+        + queries * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
     )
-    return max(1, int(budget_mb * 2**20 // per_row))
+    return 4 * floats / 2**20
+
+
+def batch_size_for(
+    dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float,
+    chunk: int | None = None,
+) -> int:
+    """Rows per call: as many as keep one call's activations within ``budget_mb``; in query chunks, no more than
+    ``POSITIONS_PER_CALL`` positions per call, since more rows cost memory without running faster."""
+    rows = max(1, int(budget_mb // row_mb(dims, hidden, vocab, n_fed, n_labels, chunk)))
+    return rows if chunk is None else max(1, min(rows, POSITIONS_PER_CALL // chunk))
+
+
+def memory_budget_mb(device: str, requested_mb: float | None, free_mb: float | None) -> float:
+    """The MiB one graph call's activations may take on ``device`` ('cpu', 'cuda'): ``requested_mb`` when given;
+    on a GPU whose free memory ``free_mb`` is known, ``FREE_SHARE`` of it unless a budget other than the host
+    default ``DEFAULT_MEMORY_BUDGET_MB`` was asked for (that default says nothing about a GPU); else the default."""
+    if device != "cpu" and free_mb is not None and requested_mb in (None, DEFAULT_MEMORY_BUDGET_MB):
+        return FREE_SHARE * free_mb
+    return DEFAULT_MEMORY_BUDGET_MB if requested_mb is None else requested_mb
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How the calls of one explanation's plan are sized on its device."""
+
+    chunk: int | None  # queries per call of a suffix (None: whole)
+    batch_size: int  # rows per call
+    call_cost: float  # token positions one call costs beyond its positions (0: the CPU's rule, ``WASTE``)
+    budget_mb: float  # what one call's activations may take
+
+
+def size_calls(
+    dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, row_cache: bool, device: str = "cpu",
+    budget_mb: float | None = None, free_mb: float | None = None, chunk_size: int | None = None,
+    batch_size: int | None = None,
+) -> Sizing:
+    """Query chunks, rows per call and the call cost for ``n_fed`` positions scoring ``n_labels`` on ``device``,
+    ``chunk_size`` and ``batch_size`` when given. On CPU: ``chunk_for`` and ``batch_size_for`` within
+    ``budget_mb``, and no call cost (exactly as without a device). On a GPU (budget from its free memory ``free_mb``,
+    see ``memory_budget_mb``): a suffix runs whole unless the budget holds fewer than ``GPU_MIN_ROWS`` whole rows,
+    as many rows per call as the budget holds (no CPU throughput cap), and ``GPU_CALL_COST``."""
+    budget = memory_budget_mb(device, budget_mb, free_mb)
+    if device == "cpu":
+        chunk = chunk_for(n_fed, row_cache, chunk_size)
+        rows = batch_size or batch_size_for(dims, hidden, vocab, n_fed, n_labels, budget, chunk)
+        return Sizing(chunk, rows, 0, budget)
+    if chunk_size is not None:
+        chunk = chunk_for(n_fed, row_cache, chunk_size)
+    elif budget // row_mb(dims, hidden, vocab, n_fed, n_labels) >= GPU_MIN_ROWS:
+        chunk = None
+    else:
+        chunk = chunk_for(n_fed, row_cache, CHUNK)
+    rows = batch_size or max(1, int(budget // row_mb(dims, hidden, vocab, n_fed, n_labels, chunk)))
+    return Sizing(chunk, rows, GPU_CALL_COST, budget)
 
 
 def first_changed(factors: np.ndarray) -> np.ndarray:
@@ -100,16 +179,22 @@ def first_changed(factors: np.ndarray) -> np.ndarray:
 
 
 def plan_batches(
-    starts: np.ndarray, batch_size: int, schedule: str, n_fed: int, waste: float = WASTE
+    starts: np.ndarray, batch_size: int, schedule: str, n_fed: int, waste: float = WASTE, *,
+    call_cost: float = 0, chunk: int | None = None,
 ) -> list[tuple[np.ndarray, int]]:
     """(rows, first fed position) per call. Prefix schedule: rows sorted by start; a batch feeds from its first
-    row's start, so a row joins only while its own start lies within ``waste`` of the batch's suffix length
-    (bounding recomputed positions to about ``waste / 2`` of the useful work)."""
+    row's start. With ``call_cost`` 0 (CPU) a row joins only while its own start lies within ``waste`` of the
+    batch's suffix length (bounding recomputed positions to about ``waste / 2`` of the useful work); with a
+    ``call_cost`` > 0 (token positions one graph call costs, GPU) the batches are those that minimise calls x
+    ``call_cost`` + positions computed (``cheapest_batches``), each call of a suffix in query chunks of ``chunk``
+    counted."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
     order = np.argsort(starts, kind="stable")
     if schedule == "naive":
         return [(order[k : k + batch_size], 0) for k in range(0, len(order), batch_size)]
+    if call_cost > 0:
+        return cheapest_batches(np.asarray(starts)[order], order, batch_size, n_fed, call_cost, chunk)
     batches, k = [], 0
     while k < len(order):
         first = int(starts[order[k]])
@@ -121,10 +206,58 @@ def plan_batches(
     return batches
 
 
-def make_plan(shared: Shared, factors: np.ndarray, batch_size: int, schedule: str = "prefix") -> Plan:
-    """The batches that compute log p(labels) for every row of ``factors`` [n_rows, n_fed] on ``shared``."""
+def calls_from(start: int, n_fed: int, chunk: int | None) -> int:
+    """Graph calls that feed positions ``start`` to ``n_fed - 1``: one, or one per query chunk (none from
+    ``n_fed`` on: such a batch changes no label and makes no call)."""
+    if start >= n_fed:
+        return 0
+    return 1 if chunk is None else -(-(n_fed - start) // chunk)
+
+
+def cheapest_batches(
+    sorted_starts: np.ndarray, order: np.ndarray, batch_size: int, n_fed: int, call_cost: float,
+    chunk: int | None = None,
+) -> list[tuple[np.ndarray, int]]:
+    """The split of the rows ``order`` (sorted by their starts ``sorted_starts``) into runs of at most
+    ``batch_size`` rows that minimises calls x ``call_cost`` + token positions computed, where a run from row i
+    makes ``calls_from(start_i)`` calls and computes ``n_fed - start_i`` positions per row: an exact dynamic
+    programme (O(rows x batch_size)). Runs of the sorted rows lose nothing: a row's cost depends only on its
+    batch's first start, so rows can trade places between batches until each batch is a run."""
+    s = np.asarray(sorted_starts, dtype=np.int64)
+    m = len(s)
+    suffix = np.maximum(n_fed - s, 0).astype(np.float64)  # positions each row of a batch from here computes
+    opening = call_cost * np.array([calls_from(int(v), n_fed, chunk) for v in s], dtype=np.float64)
+    best = np.zeros(m + 1)  # best[j]: the least cost of the first j rows
+    cut = np.zeros(m + 1, dtype=np.int64)  # where the last batch of that best split begins
+    for j in range(1, m + 1):
+        first = np.arange(max(0, j - batch_size), j)
+        cost = best[first] + opening[first] + (j - first) * suffix[first]
+        k = int(np.argmin(cost))  # the earliest of equal costs: the longest last batch
+        best[j], cut[j] = cost[k], first[k]
+    runs, j = [], m
+    while j > 0:
+        runs.append((int(cut[j]), j))
+        j = int(cut[j])
+    return [(order[i:j], int(s[i])) for i, j in reversed(runs)]
+
+
+def graph_calls(plan: Plan) -> int:
+    """Graph calls a plan makes: the unperturbed pass's (one per query chunk), then every batch's."""
+    chunk = plan.shared.chunk
+    return calls_from(0, plan.shared.n_fed, chunk) + sum(calls_from(b.start, plan.shared.n_fed, chunk)
+                                                         for b in plan.batches)
+
+
+def make_plan(
+    shared: Shared, factors: np.ndarray, batch_size: int, schedule: str = "prefix", call_cost: float = 0
+) -> Plan:
+    """The batches that compute log p(labels) for every row of ``factors`` [n_rows, n_fed] on ``shared``;
+    ``call_cost`` as in ``plan_batches`` (0: the CPU's rule)."""
     batches = []
-    for rows, start in plan_batches(first_changed(factors), batch_size, schedule, shared.n_fed):
+    split = plan_batches(
+        first_changed(factors), batch_size, schedule, shared.n_fed, call_cost=call_cost, chunk=shared.chunk
+    )
+    for rows, start in split:
         scored = np.flatnonzero(shared.label_positions >= start)
         if len(scored):
             batches.append(Batch(len(batches), rows, factors[rows], start, scored))

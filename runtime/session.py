@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from atman_onnx.core.contract import EMBEDDINGS_FILE, GRAPH_FILE, Manifest, load_manifest, past_names, present_names
+from atman_onnx.core.contract import (
+    EMBEDDINGS_FILE,
+    GRAPH_FILE,
+    Manifest,
+    load_manifest,
+    past_names,
+    present_names,
+    row_past_names,
+)
 from atman_onnx.core.errors import ProviderError
 
 log = logging.getLogger("atman_onnx")
@@ -88,13 +96,14 @@ class Graph:
         self.device = DEVICE_TYPE[self.session.get_providers()[0]]
         layers = self.manifest.dims["num_layers"]
         self.past_names, self.present_names = past_names(layers), present_names(layers)
+        self.row_past_names = row_past_names(layers) if self.manifest.row_cache else []
         # a graph that takes input embeddings (contract version 2) looks token ids up in the text embedding matrix
         self.embeddings = np.load(self.folder / EMBEDDINGS_FILE, mmap_mode="r") if self.manifest.takes_embeds else None
         log.info(self.provider_note)
 
-    def empty_past(self) -> list[np.ndarray]:
-        """A cache of length 0: the call then runs over the whole sequence."""
-        shape = (1, self.manifest.dims["kv_heads"], 0, self.manifest.dims["head_dim"])
+    def empty_past(self, batch: int = 1) -> list[np.ndarray]:
+        """A cache of length 0 (of ``batch`` rows): the call then runs over the whole sequence."""
+        shape = (batch, self.manifest.dims["kv_heads"], 0, self.manifest.dims["head_dim"])
         return [np.zeros(shape, dtype=np.float32) for _ in self.past_names]
 
     def embed(self, ids: np.ndarray | list[int]) -> np.ndarray:
@@ -120,11 +129,13 @@ class Graph:
         past: list[np.ndarray] | None = None,
         outputs: tuple[str, ...] = ("label_logprobs",),
         run_options: ort.RunOptions | None = None,
+        rows: list[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """One call of the graph on a batch of new tokens (ids or embeddings, see ``first_input``), on top of
-        ``past`` (keys and values of the first ``attention_scale.shape[1] - inputs.shape[1]`` positions); returns
-        the requested outputs.
-        ``run_options`` lets another thread end the call (``terminate``)."""
+        ``past`` (keys and values shared by every row) and ``rows`` (each row's own keys and values after them;
+        graphs with a row cache only): together the first ``attention_scale.shape[1] - inputs.shape[1]``
+        positions. Returns the requested outputs. ``run_options`` lets another thread end the call
+        (``terminate``)."""
         name, first = self.first_input(np.asarray(inputs))
         feeds = {
             name: first,
@@ -135,6 +146,11 @@ class Graph:
         }
         cache = self.empty_past() if past is None else past
         feeds.update((name, np.ascontiguousarray(a, dtype=np.float32)) for name, a in zip(self.past_names, cache))
+        if self.row_past_names:
+            own = self.empty_past(len(first)) if rows is None else rows
+            feeds.update((n, np.ascontiguousarray(a, dtype=np.float32)) for n, a in zip(self.row_past_names, own))
+        elif rows is not None:
+            raise ValueError("this graph takes no row cache (contract version 1 or 2)")
         binding = self.session.io_binding()
         for name, array in feeds.items():
             if self.device == "cpu":

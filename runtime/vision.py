@@ -16,7 +16,10 @@ import numpy as np
 from atman_onnx.core.contract import VISION_FILE, Manifest
 from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.encode import Prompt
-from atman_onnx.runtime.images import ImageConfig, ImageSource, Processed, expand_prompt, preprocess, token_boxes
+from atman_onnx.runtime.image_config import ImageConfig
+from atman_onnx.runtime.image_layout import expand_prompt, token_boxes
+from atman_onnx.runtime.image_load import ImageSource
+from atman_onnx.runtime.image_tiles import Processed, preprocess
 from atman_onnx.runtime.session import Graph, open_session
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import ImageBox, Unit

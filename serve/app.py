@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException
 from atman_onnx import __version__
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.explanation import Explanation
-from atman_onnx.request import ExplainRequest
 from atman_onnx.serve import schema
 from atman_onnx.serve.access import HEADER, AccessLog, request_id
 from atman_onnx.serve.config import ServeConfig
@@ -168,13 +167,12 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
     async def explain(request: Request) -> Response:
         body = await json_body(request, config.max_body_bytes)
         model = pick(models, body.pop("model", None))
-        with _invalid():
-            explain_request = ExplainRequest.from_dict(body)
-            model.check_size(explain_request, config)
+        with _invalid():  # prepared once, off the event loop; the worker runs what was sized
+            prepared = await asyncio.to_thread(model.prepare, body, config)
         down = service.unavailable()
         if down:
             raise down
-        job = service.scheduler.submit(model.name, model.explainer, explain_request, request_id(request.scope))
+        job = service.scheduler.submit(model.name, model.explainer, prepared, request_id(request.scope))
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(stream(job, request.is_disconnected), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -19,7 +19,7 @@ from typing import Any
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.explainer import Explainer
 from atman_onnx.explanation import Explanation
-from atman_onnx.request import ExplainRequest
+from atman_onnx.prepare import Prepared
 from atman_onnx.runtime.execute import Stop, Stopped
 from atman_onnx.serve.errors import ApiError, Cancelled, as_api_error
 from atman_onnx.serve.metrics import Metrics
@@ -65,9 +65,9 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def submit(self, name: str, explainer: Explainer, request: ExplainRequest, job_id: str) -> Job:
-        """Admit and start a job named by its request's id, or refuse it (503 ``overloaded``) when every slot and
-        queue place is taken."""
+    def submit(self, name: str, explainer: Explainer, prepared: Prepared, job_id: str) -> Job:
+        """Admit and start a job named by its request's id, to run ``prepared`` (``explainer``'s, sized), or refuse
+        it (503 ``overloaded``) when every slot and queue place is taken."""
         if len(self.jobs) >= self.capacity:
             raise ApiError("overloaded", f"the service is busy: {len(self.jobs)} explanations running or queued, "
                            "its limit (--max-concurrent plus --max-queued); retry later",
@@ -76,7 +76,7 @@ class Scheduler:
         job = Job(loop, job_id)
         self.jobs.add(job)
         self._idle.clear()
-        job.task = loop.create_task(self._run(job, name, explainer, request))
+        job.task = loop.create_task(self._run(job, name, explainer, prepared))
         deadline = loop.call_later(self.timeout_s, job.cancel, "timeout")
 
         def settled(task: asyncio.Task[Explanation]) -> None:
@@ -88,7 +88,7 @@ class Scheduler:
         self._update()
         return job
 
-    async def _run(self, job: Job, name: str, explainer: Explainer, request: ExplainRequest) -> Explanation:
+    async def _run(self, job: Job, name: str, explainer: Explainer, prepared: Prepared) -> Explanation:
         try:
             async with self._slots:
                 if job.reason is not None:
@@ -97,7 +97,7 @@ class Scheduler:
                 self._update()
                 try:
                     explanation = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, explainer.run, request, job.on_progress, job.stop
+                        self._pool, explainer.run, prepared, job.on_progress, job.stop
                     )
                 finally:
                     self.running -= 1

@@ -10,9 +10,9 @@ from typing import Any
 from atman_onnx.core.contract import load_manifest
 from atman_onnx.core.errors import InputError
 from atman_onnx.explainer import Explainer
+from atman_onnx.prepare import Prepared
 from atman_onnx.request import ExplainRequest
-from atman_onnx.runtime.encode import encode_prompt, encode_target
-from atman_onnx.runtime.vision import NO_IMAGES
+from atman_onnx.runtime.encode import encode_prompt
 from atman_onnx.serve.config import ServeConfig
 from atman_onnx.serve.errors import ApiError
 
@@ -39,24 +39,22 @@ class ServedModel:
         return min(config.max_input_tokens or self.explainer.manifest.max_positions,
                    self.explainer.manifest.max_positions)
 
-    def check_size(self, request: ExplainRequest, config: ServeConfig) -> None:
+    def prepare(self, body: dict[str, Any], config: ServeConfig) -> Prepared:
+        """``POST /v1/explain``'s body (without ``model``) as a request prepared once (``Explainer.prepare``) and
+        sized (``check_size``), ready to admit. It tokenizes and decodes images: the app runs it off the event
+        loop."""
+        prepared = self.explainer.prepare(ExplainRequest.from_dict(body))
+        self.check_size(prepared, config)
+        return prepared
+
+    def check_size(self, prepared: Prepared, config: ServeConfig) -> None:
         """Refuse (422) a prompt plus target (or contrast, explained as a second sequence) longer than
-        ``--max-input-tokens``, before it is admitted."""
-        codec, prompt = self.explainer.codec, request.prompt
-        if request.images:  # the prompt as fed: each image's tokens in the place of its marker
-            if self.explainer.vision is None:
-                raise InputError(NO_IMAGES)
-            try:
-                prompt, _ = self.explainer.vision.prepare(prompt, request.images)
-            except InputError as exc:
-                raise InputError(f"field 'images': {exc}") from None
-        completions = [request.target] + ([request.contrast] if request.contrast is not None else [])
-        longest = max(request.max_new_tokens if text is None else len(encode_target(codec, text)) for text in completions)
-        count = len(encode_prompt(codec, prompt).ids) + longest
+        ``--max-input-tokens``, before it is admitted: a generated target counts as ``max_new_tokens``."""
         limit = self.max_input_tokens(config)
-        if count > limit:
-            what = "prompt and target" if request.contrast is None else "prompt and the longer of target and contrast"
-            raise InputError(f"the request has {count} tokens ({what}); this service takes at most {limit}")
+        if prepared.n_tokens > limit:
+            what = ("prompt and target" if prepared.request.contrast is None
+                    else "prompt and the longer of target and contrast")
+            raise InputError(f"the request has {prepared.n_tokens} tokens ({what}); this service takes at most {limit}")
 
     def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/tokenize``: the prompt's tokens (id, text, character offsets in the text fed); the prompt is

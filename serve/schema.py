@@ -1,27 +1,14 @@
-"""OpenAPI schemas of the bodies, written from the library's own descriptions: each ``ExplainRequest`` field's
-``metadata["doc"]`` and the meaning of each ``Explanation.to_dict()`` key."""
+"""OpenAPI schemas of the bodies, written from the library's own declarations: each ``ExplainRequest`` field's JSON
+Schema (type, bounds, choices, doc and default, from ``atman_onnx.request.FIELDS``) and the meaning of each
+``Explanation.to_dict()`` key."""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
 from typing import Any
 
 from atman_onnx.explanation import JSON_VERSION
-from atman_onnx.request import ExplainRequest
+from atman_onnx.request import FIELDS
 
-_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
-    "role": {"type": "string"}, "content": {"type": "string"}}}}
-_SPANS = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
-# each annotation of ExplainRequest's fields (strings, under postponed evaluation) -> its JSON schema; a field of
-# another annotation is still described, untyped (a test checks every field is typed)
-_TYPES: dict[str, dict[str, Any]] = {
-    "str | Messages": {"anyOf": [{"type": "string"}, _MESSAGES]},
-    "str": {"type": "string"}, "str | None": {"type": ["string", "null"]},
-    "float": {"type": "number"}, "float | None": {"type": ["number", "null"]},
-    "int": {"type": "integer"}, "int | None": {"type": ["integer", "null"]}, "bool": {"type": "boolean"},
-    "tuple[tuple[int, int], ...] | None": {"anyOf": [_SPANS, {"type": "null"}]},
-    "tuple[bytes, ...]": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
-}
 MODEL_FIELD = {"type": "string", "description": "the served model's name (its folder's name); optional when the "
                "service serves one model"}
 
@@ -33,16 +20,16 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     "target_ids": ({"type": "array", "items": {"type": "integer"}},
                    "the target's token ids; the model is fed prompt_ids + target_ids[:-1]"),
     "tokens": ({"type": "array", "items": {"type": "object"}},
-               "one per fed position: text, start/end (character span in prompt, or in target for segment "
-               "'target'), segment"),
+               ("one per fed position: text, start/end (character span in prompt, or in target for segment "
+                "'target'), segment")),
     "target_tokens": ({"type": "array", "items": {"type": "string"}},
                       "the text of each target token (with contrast: one entry, the comparison)"),
     "units": ({"type": "array", "items": {"type": "object"}},
-              "one per row of relevance: text, start/end, segment, positions (the fed positions suppressed "
-              "together), location (a text span or an image box)"),
+              ("one per row of relevance: text, start/end, segment, positions (the fed positions suppressed "
+               "together), location (a text span or an image box)")),
     "relevance": ({"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-                  "one row per unit, one value per target token: CE_j(t) - CE_0(t), the rise of the target "
-                  "token's cross-entropy when the unit is suppressed"),
+                  ("one row per unit, one value per target token: CE_j(t) - CE_0(t), the rise of the target "
+                   "token's cross-entropy when the unit is suppressed")),
     "relevance_total": ({"type": "array", "items": {"type": "number"}}, "each row summed over the target tokens"),
     "mode": ({"type": "string"}, "log_additive or multiplicative (fixed at export)"),
     "suppression_factor": ({"type": "number"}, "the suppression factor used"),
@@ -52,25 +39,19 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     "contrast_ids": ({"type": ["array", "null"], "items": {"type": "integer"}}, "its token ids (null: none)"),
     "model": ({"type": "string"}, "where the model came from (the manifest's source)"),
     "provider": ({"type": "string"}, "cpu or cuda"),
-    "timings": ({"type": "object"}, "seconds spent (generate_s, explain_s, total_s) and the work done (passes, "
-                "batch_size, schedule, positions_computed)"),
+    "timings": ({"type": "object"}, ("seconds spent (generate_s, explain_s, total_s) and the work done (passes, "
+                 "batch_size, schedule, positions_computed)")),
     "images": ({"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
-               "the prompt's images (base64 of their files; empty for text): units with an image location lie on "
-               "them"),
+               ("the prompt's images (base64 of their files; empty for text): units with an image location lie on "
+                "them")),
     "request_id": ({"type": "string"}, "this request's id (also in the X-Request-ID header)"),
 }
 
 
 def explain_request() -> dict[str, Any]:
-    """The body of ``POST /v1/explain``: every ``ExplainRequest`` field, described by its own doc, plus ``model``."""
-    properties: dict[str, Any] = {"model": MODEL_FIELD}
-    required = []
-    for f in fields(ExplainRequest):
-        properties[f.name] = {**_TYPES.get(str(f.type), {}), "description": f.metadata["doc"]}
-        if f.default is MISSING:
-            required.append(f.name)
-        else:
-            properties[f.name]["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+    """The body of ``POST /v1/explain``: every ``ExplainRequest`` field's schema as declared, plus ``model``."""
+    properties = {"model": MODEL_FIELD, **{name: f.schema() for name, f in FIELDS.items()}}
+    required = [name for name, f in FIELDS.items() if f.required]
     return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
 
 
@@ -81,9 +62,9 @@ def explanation() -> dict[str, Any]:
 
 
 def tokenize_request() -> dict[str, Any]:
-    doc = next(f.metadata["doc"] for f in fields(ExplainRequest) if f.name == "prompt")
+    """The body of ``POST /v1/tokenize``: the request's ``prompt`` as declared, plus ``model``."""
     return {"type": "object", "additionalProperties": False, "required": ["prompt"],
-            "properties": {"model": MODEL_FIELD, "prompt": {**_TYPES["str | Messages"], "description": doc}}}
+            "properties": {"model": MODEL_FIELD, "prompt": FIELDS["prompt"].schema()}}
 
 
 ERROR = {"type": "object", "required": ["error", "type"], "properties": {

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer, Explanation
-from atman_onnx.cli import _write_all, main
+from atman_onnx.cli import main
 from atman_onnx.core.errors import AtmanError
+from atman_onnx.outputs import write_all
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 
 
@@ -122,16 +123,16 @@ def test_outputs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(tempfile, "mkstemp", full_on_the_second)
         with pytest.raises(AtmanError, match=r"^cannot write .*b\.html: No space left on device$"):
-            _write_all([(tmp_path / "a.json", b"{}"), (tmp_path / "b.html", b"<p>")])
+            write_all([(tmp_path / "a.json", b"{}"), (tmp_path / "b.html", b"<p>")])
     assert list(tmp_path.iterdir()) == []
     with monkeypatch.context() as patched:
         patched.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError(5, "Input/output error")))
         with pytest.raises(AtmanError, match="cannot write .*a.json: Input/output error"):
-            _write_all([(tmp_path / "a.json", b"{}")])
+            write_all([(tmp_path / "a.json", b"{}")])
     assert list(tmp_path.iterdir()) == []
     umask = os.umask(0o022)
     try:
-        _write_all([(tmp_path / "a.json", "▸ é".encode())])
+        write_all([(tmp_path / "a.json", "▸ é".encode())])
     finally:
         os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

@@ -97,15 +97,19 @@ def test_relevance_parity(arch, mode, tiny_export, tiny_model_dir):
     explainer = Explainer.load(tiny_export(arch, mode), provider="cpu")
     torch_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch))
     worst = 0.0
-    for conceptual, schedule in ((None, "prefix"), (None, "naive"), (0.2, "prefix")):
-        result = explainer.explain(PROMPT, TARGET, conceptual=conceptual, schedule=schedule, batch_size=6)
+    # the last case runs every suffix in query chunks of 6 positions, shorter than the sliding windows
+    for conceptual, schedule, chunk in ((None, "prefix", None), (None, "naive", None), (0.2, "prefix", None),
+                                        (0.2, "prefix", 6)):
+        result = explainer.explain(
+            PROMPT, TARGET, conceptual=conceptual, schedule=schedule, batch_size=6, chunk_size=chunk
+        )
         assert len(result.tokens) > 2 * WINDOW
         want = reference_relevance(
             torch_model, mode, result.prompt_ids, result.target_ids, factor=result.suppression_factor,
             conceptual=conceptual,
         )
         diff = float(np.abs(result.relevance - want).max())
-        assert diff < 1e-5, (conceptual, schedule, diff)
+        assert diff < 1e-5, (conceptual, schedule, chunk, diff)
         assert np.abs(want).max() > 1e-2  # a real explanation
         worst = max(worst, diff)
     validation = explainer.manifest.validation["max_abs_diff"]

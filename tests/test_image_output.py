@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_html import render_in_chromium
 
 from atman_onnx import Explanation, ImageBox, Token, Unit
 from atman_onnx.cli import main
 from atman_onnx.core.errors import InputError
 from atman_onnx.overlay import overlay, overlay_png
 from atman_onnx.palette import NEGATIVE, POSITIVE, shade
-from test_html import render_in_chromium
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from atman_onnx.core.errors import ContractError, InputError
-from atman_onnx.runtime.images import (
-    ImageConfig, Processed, ProcessedImage, expand_prompt, image_prompt, load_image, preprocess, token_boxes,
-)
+from atman_onnx.runtime.image_config import ImageConfig
+from atman_onnx.runtime.image_layout import expand_prompt, image_prompt, token_boxes
+from atman_onnx.runtime.image_load import load_image
+from atman_onnx.runtime.image_tiles import Processed, ProcessedImage, preprocess
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -358,7 +359,8 @@ def test_preprocess_takes_a_list(tmp_path):
 def test_imports_no_torch():
     script = (
         "import sys, numpy as np; from PIL import Image\n"
-        "from atman_onnx.runtime.images import ImageConfig, preprocess\n"
+        "from atman_onnx.runtime.image_config import ImageConfig\n"
+        "from atman_onnx.runtime.image_tiles import preprocess\n"
         "preprocess([Image.new('RGB', (70, 30))], ImageConfig(tile_size=32, longest_edge=64))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
     )

@@ -3,8 +3,10 @@ shares balanced by work, a worker that dies rerun, and a bad address or folder f
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 from atman_onnx import Explainer, ExplainRequest  # noqa: E402
 from atman_onnx.cli import main  # noqa: E402
-from atman_onnx.cluster.executor import DIE_ONCE_ENV, RayExecutor, _endpoint, assign, connect  # noqa: E402
+from atman_onnx.cluster.executor import GraphActor, RayExecutor, _endpoint, assign, connect  # noqa: E402
 from atman_onnx.core.contract import load_manifest  # noqa: E402
 from atman_onnx.core.errors import ClusterError, ContractError, InputError  # noqa: E402
 from atman_onnx.runtime.execute import Stop, Stopped  # noqa: E402
@@ -37,13 +39,28 @@ def executors(cluster):
     """Factory of 2-actor executors, closed after the test so the next one gets the cluster's 2 CPUs."""
     made: list[RayExecutor] = []
 
-    def make(folder) -> RayExecutor:
-        made.append(RayExecutor(folder, 2, threads=1, provider="cpu"))
+    def make(folder, actor: type[GraphActor] = GraphActor) -> RayExecutor:
+        made.append(RayExecutor(folder, 2, threads=1, provider="cpu", actor=actor))
         return made[-1]
 
     yield make
     for executor in made:
         executor.close()
+
+
+def dies_once(marker: Path) -> type[GraphActor]:
+    """An actor class whose first batch call (of all its actors, restarts included) creates ``marker`` and ends its
+    worker process. Made in a function, so that Ray pickles the class by value: the workers cannot import tests."""
+
+    class DiesOnce(GraphActor):
+        def run(self, shared: Shared, batch: Batch) -> np.ndarray:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # atomic: one call only finds it absent
+            except FileExistsError:
+                return super().run(shared, batch)
+            os._exit(1)
+
+    return DiesOnce
 
 
 def _cpus_come_back() -> bool:
@@ -82,7 +99,8 @@ def test_shares_are_balanced_by_positions_not_counts():
 
 
 def test_split_explanation_equals_local_with_progress_after_every_batch(cluster, folder, local):
-    with Explainer.load(folder, provider="cpu", threads=1, ray="local", shards=2) as split:
+    executor = RayExecutor(folder, 2, threads=1, provider="cpu")
+    with Explainer.load(folder, provider="cpu", threads=1, executor=executor) as split:
         assert len(split.executor.actors) == 2
         for options in ({"conceptual": 0.2, "batch_size": 3}, {"granularity": "word", "batch_size": 2}):
             seen: dict[str, list[tuple[int, int]]] = {"local": [], "split": []}
@@ -103,10 +121,9 @@ def test_split_explanation_equals_local_with_progress_after_every_batch(cluster,
         split.explain(PROMPT, TARGET)
 
 
-def test_a_worker_that_dies_has_its_batches_run_again(executors, folder, local, tmp_path, monkeypatch):
+def test_a_worker_that_dies_has_its_batches_run_again(executors, folder, local, tmp_path):
     marker = tmp_path / "died"
-    monkeypatch.setenv(DIE_ONCE_ENV, str(marker))
-    executor = executors(folder)
+    executor = executors(folder, dies_once(marker))
     pids = ray.get([a.__ray_call__.remote(lambda self: __import__("os").getpid()) for a in executor.actors])
     split = Explainer(local.graph, local.codec, executor=executor)
     want = local.explain(PROMPT, TARGET, batch_size=2)
@@ -185,11 +202,13 @@ def test_actors_that_cannot_start_fail_in_one_line_not_a_hang(executors, folder,
     assert _cpus_come_back()
 
 
-def test_shards_need_cpus_and_an_address(cluster, folder):
+def test_shards_need_cpus_and_an_address(cluster, folder, capsys):
     with pytest.raises(ClusterError, match="3 shards of 1 threads need 3 CPUs; the Ray cluster has 2"):
         RayExecutor(folder, 3)
-    with pytest.raises(InputError, match="shards need a Ray address"):
-        Explainer.load(folder, shards=2)
+    with pytest.raises(InputError, match="shards and threads must be at least 1, got 0 and 1"):
+        RayExecutor(folder, 0)
+    assert main(["explain", str(folder), "--prompt", PROMPT, "--shards", "2"]) == 2
+    assert capsys.readouterr().err == "atman-onnx: error: --shards needs --ray\n"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from atman_onnx import ExplainRequest, Explainer
+from atman_onnx import Explainer, ExplainRequest
 from atman_onnx.cli import _request, parser
 from atman_onnx.core.errors import InputError
 
@@ -24,6 +24,7 @@ FULL = {
     "contrast": " at home",
     "max_new_tokens": 7,
     "batch_size": 3,
+    "chunk_size": 64,
     "schedule": "naive",
     "images": ["R0lGODlhAQABAAAAACw="],
     "image_units": "tile",
@@ -85,7 +86,7 @@ def test_cli_flags_build_the_same_request(tmp_path):
     args = parser().parse_args([
         "explain", "dir", "--prompt", "Where is the fox?", "--chat", "--target", " in the garden", "--factor", "0.1",
         "--conceptual", "0.7", "--granularity", "spans", "--span", "0:5", "--span", "6:8", "--include-template",
-        "--contrast", " at home", "--max-new-tokens", "7", "--batch-size", "3", "--schedule", "naive",
+        "--contrast", " at home", "--max-new-tokens", "7", "--batch-size", "3", "--chunk-size", "64", "--schedule", "naive",
         "--image", str(image), "--image-units", "tile", "--grid", "3",
     ])
     assert _request(args) == ExplainRequest.from_dict(FULL)

@@ -62,7 +62,7 @@ def test_split_pipeline_equals_the_whole_model(tiny_vlm_export, torch_model, mod
     import torch
 
     from atman_onnx.runtime.encode import encode_prompt
-    from atman_onnx.runtime.images import preprocess
+    from atman_onnx.runtime.image_tiles import preprocess
 
     explainer = Explainer.load(tiny_vlm_export(model_type, "log_additive"), provider="cpu")
     image = png(150, 100)
@@ -91,7 +91,7 @@ def test_split_pipeline_equals_the_whole_model(tiny_vlm_export, torch_model, mod
 @pytest.mark.parametrize("mode", ["log_additive", "multiplicative"])
 def test_relevance_equals_the_reference(tiny_vlm_export, torch_model, model_type, mode):
     from atman_onnx.models.reference import reference_relevance
-    from atman_onnx.runtime.images import preprocess
+    from atman_onnx.runtime.image_tiles import preprocess
 
     explainer = Explainer.load(tiny_vlm_export(model_type, mode), provider="cpu")
     image = png(150, 100, seed=1)
@@ -129,7 +129,8 @@ def test_regions_partition_the_image(tiny_vlm_export):
 
 
 def test_image_tokens_are_counted_per_image(tiny_vlm_export):
-    from atman_onnx.runtime.images import preprocess, token_boxes
+    from atman_onnx.runtime.image_layout import token_boxes
+    from atman_onnx.runtime.image_tiles import preprocess
     from atman_onnx.runtime.vision import image_units
 
     config = Explainer.load(tiny_vlm_export("idefics3", "log_additive"), provider="cpu").vision.config

@@ -2,7 +2,8 @@
 
 For each prompt length (``--tokens``, prompts built as tools/bench.py builds them, with an 8-token target) it runs,
 alternating, ``--repeats`` times each:
-- split: ``Explainer.load(DIR, ray="local", shards=W, threads=1)``, the batches on W Ray actors of 1 thread;
+- split: ``Explainer.load(DIR, threads=1, executor=RayExecutor(DIR, W, threads=1))``, the batches on W Ray actors of
+  1 thread;
 - threads: ``Explainer.load(DIR, threads=W)``, one process with W ONNX Runtime threads;
 and reports their medians and split / threads (above 1: what Ray costs). Then it times the explanation's parts on
 one thread (medians of ``--parts-repeats``, default 1: each costs about one explanation on one thread): the serial
@@ -30,6 +31,7 @@ import numpy as np
 from bench import build_case
 
 from atman_onnx import Explainer, ExplainRequest
+from atman_onnx.cluster.executor import RayExecutor, connect
 from atman_onnx.runtime.encode import encode_prompt, encode_target, fed_tokens
 from atman_onnx.runtime.execute import LocalExecutor, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
@@ -95,7 +97,9 @@ def parts(explainer: Explainer, prompt: str, target: str) -> dict[str, float]:
 def measure(folder: str, length: int, workers: int, repeats: int, parts_repeats: int = 1) -> dict:
     """The split and threaded explanations at one prompt length, alternating, medians of ``repeats``; and the
     parts, medians of ``parts_repeats``."""
-    split = Explainer.load(folder, provider="cpu", ray="local", shards=workers, threads=1)
+    connect("local")
+    split = Explainer.load(folder, provider="cpu", threads=1,
+                           executor=RayExecutor(folder, workers, threads=1, provider="cpu"))
     threads = Explainer.load(folder, provider="cpu", threads=workers)
     try:
         prompt_ids, target_ids = build_case(threads, length, TARGET_TOKENS)

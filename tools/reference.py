@@ -1,0 +1,63 @@
+"""Write docs/reference/request.md, the table of the request's fields, from their one declaration
+(``ExplainRequest`` in atman_onnx/request.py).
+
+usage: python tools/reference.py [--check]
+
+With ``--check`` it writes nothing and exits 1 when the committed file differs from what it would write;
+tests/test_request_declared.py checks the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from atman_onnx.request import FIELDS
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUEST = ROOT / "docs" / "reference" / "request.md"
+HEAD = """# Request fields
+
+The fields of `ExplainRequest` (atman_onnx/request.py): the keyword arguments of `Explainer.explain`, the JSON body
+of `POST /v1/explain` (with `model`), and the flags of `atman-onnx explain`. All three are checked alike, when the
+request is made. Written by `python tools/reference.py` from the fields' declaration: edit that, not this file.
+"""
+
+
+def _cell(text: str) -> str:
+    """Text safe in a markdown table cell: no column breaks, no HTML tags."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def request_table() -> str:
+    """The page: one row per field, in declaration order."""
+    lines = [HEAD, "| field | type | default | allowed | flag | description |", "|---|---|---|---|---|---|"]
+    for f in FIELDS.values():
+        default = "required" if f.required else f"`{json.dumps(f.schema()['default'])}`"
+        allowed = ", ".join(f"`{c}`" for c in f.choices) if f.choices else f.range() or "-"
+        flag = f"`{f.flag}{' ' + f.kind.metavar if f.kind.metavar else ''}`" + (" (repeatable)" if f.kind.many else "")
+        lines.append(f"| `{f.name}` | {_cell(f.what)} | {default} | {_cell(allowed)} | {flag} | {_cell(f.doc)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
+    args = parser.parse_args()
+    text = request_table()
+    if args.check:
+        current = REQUEST.read_text(encoding="utf-8") if REQUEST.exists() else ""
+        if current != text:
+            print(f"{REQUEST} is out of date: run python tools/reference.py", file=sys.stderr)
+            return 1
+        return 0
+    REQUEST.parent.mkdir(parents=True, exist_ok=True)
+    REQUEST.write_text(text, encoding="utf-8")
+    print(f"wrote {REQUEST.relative_to(ROOT)}: {len(FIELDS)} fields")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
