@@ -1,5 +1,5 @@
 """The command line: ``atman-onnx export`` (needs the export extra), ``atman-onnx explain`` (runtime only) and
-``atman-onnx serve`` (needs the serve extra)."""
+``atman-onnx serve`` (needs the serve extra); ``atman-onnx info`` says what this installation has."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from atman_onnx.core.contract import load_manifest
 from atman_onnx.core.errors import AtmanError, InputError
+from atman_onnx.info import add_parser as add_info_parser
 from atman_onnx.request import FIELDS, ExplainRequest
 from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB
 from atman_onnx.spec import Field
@@ -89,6 +90,7 @@ def _ray_executor(args: argparse.Namespace) -> RayExecutor | None:
 def _explain(args: argparse.Namespace) -> None:
     from atman_onnx.explainer import Explainer
     from atman_onnx.outputs import check_writable, overlay_paths, write_all
+    from atman_onnx.runtime.session import gpu_expected
 
     request = _request(args)  # bad options fail before the model loads
     if args.overlay and not request.images:
@@ -113,7 +115,7 @@ def _explain(args: argparse.Namespace) -> None:
 
     with bar if bar is not None else contextlib.nullcontext():
         explanation = explainer.run(request, on_progress if bar is not None else None)
-    if not args.quiet:
+    if not args.quiet and gpu_expected():  # a CPU-only onnxruntime has no choice of provider to report
         print(explainer.provider_note, file=sys.stderr)
     print(explanation.to_text(color=sys.stdout.isatty()))
     files = []  # rendered before any is written
@@ -258,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--target-ongoing-requests", type=float, metavar="N",
                      help="with autoscaling: requests per replica to scale towards (default --max-concurrent)")
     srv.set_defaults(run=_serve)
+    add_info_parser(commands)
     return root
 
 

@@ -23,7 +23,7 @@ from atman_onnx.runtime.encode import EncodedPrompt, Prompt, encode_prompt, enco
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
 from atman_onnx.runtime.generate import generate
-from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, batch_size_for, chunk_for, make_plan
+from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, make_plan, size_calls
 from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.text import TextCodec
@@ -101,25 +101,27 @@ class Explainer:
 
     def plan(
         self, fed: np.ndarray | list[int], labels: list[int], units: list[Unit], request: ExplainRequest,
-        stop: Stop | None = None,
+        stop: Stop | None = None, call_cost: float | None = None,
     ) -> Plan:
         """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
-        unit in turn."""
+        unit in turn, sized for the graph's device (``size_calls``). ``call_cost``: the token positions one graph
+        call is worth to the prefix schedule (default: the device's, 0 on CPU, ``GPU_CALL_COST`` on CUDA)."""
         self._check_length(len(fed))
-        m = self.manifest
-        chunk = chunk_for(len(fed), m.row_cache, request.chunk_size)
-        shared, embeddings = unperturbed(self.graph, fed, labels, stop, chunk)
+        m, graph = self.manifest, self.graph
+        sizing = size_calls(m.dims, m.hidden_size, m.vocab_size, len(fed), len(labels), m.row_cache, graph.device,
+                            self.memory_budget_mb, graph.free_mb, request.chunk_size, request.batch_size)
+        shared, embeddings = unperturbed(self.graph, fed, labels, stop, sizing.chunk)
         groups = check_units([list(u.positions) for u in units], len(fed))
         factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
-        return make_plan(shared, factors, self._batch_size(len(fed), len(labels), request), request.schedule)
+        cost = sizing.call_cost if call_cost is None else call_cost
+        return make_plan(shared, factors, sizing.batch_size, request.schedule, cost)
 
     def _batch_size(self, n_fed: int, n_labels: int, request: ExplainRequest) -> int:
-        """Rows per graph call: the request's, else what fits the memory budget."""
-        m = self.manifest
-        return request.batch_size or batch_size_for(
-            m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, self.memory_budget_mb,
-            chunk_for(n_fed, m.row_cache, request.chunk_size),
-        )
+        """Rows per graph call: the request's, else what fits the memory budget (on CUDA: the device's free
+        memory, unless another budget than the default was given)."""
+        m, graph = self.manifest, self.graph
+        return size_calls(m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, m.row_cache, graph.device,
+                          self.memory_budget_mb, graph.free_mb, request.chunk_size, request.batch_size).batch_size
 
     def explain(
         self, prompt: Prompt, target: str | None = None, *, on_progress: Callable[[int, int], None] | None = None,

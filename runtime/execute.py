@@ -88,11 +88,14 @@ def scored_in_chunk(positions: np.ndarray, inside: np.ndarray, start: int) -> tu
 def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = None) -> np.ndarray:
     """The batch's rows fed from ``batch.start`` on the cached prefix, in query chunks of ``shared.chunk``
     positions (a graph with a row cache; else in one call), each chunk on the rows' own keys and values of the
-    chunks before it; returns the scored label log-probs [rows, scored]."""
+    chunks before it; returns the scored label log-probs [rows, scored]. On a resident graph (CUDA) the prefix is
+    cut on the device from the plan's cache, copied there once per plan, and the rows' keys and values stay there
+    from chunk to chunk: only label log-probs come back."""
     n = len(batch.rows)
     positions, labels = shared.label_positions[batch.scored], shared.labels[batch.scored]
     out = np.empty((n, len(batch.scored)), dtype=np.float32)
-    past = [layer[:, :, : batch.start] for layer in shared.cache]
+    past = graph.shared_past(shared.cache, batch.start)
+    keep = graph.present_names if graph.resident else ()
     rows = None
     for a, b in chunks(batch.start, shared.n_fed, shared.chunk if graph.row_past_names else None):
         inside = np.flatnonzero((positions >= a) & (positions < b))
@@ -108,12 +111,11 @@ def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = No
                 np.broadcast_to(where, (n, len(at))),
                 np.broadcast_to(labels[at], (n, len(at))),
                 past=past, rows=rows, run_options=run_options,
-                outputs=("label_logprobs", *(() if last else graph.present_names)),
+                outputs=("label_logprobs", *(() if last else graph.present_names)), keep=() if last else keep,
             )
         out[:, inside] = result["label_logprobs"][:, : len(inside)]
         if not last:
-            new = [result[name] for name in graph.present_names]
-            rows = new if rows is None else [np.concatenate(pair, axis=2) for pair in zip(rows, new)]
+            rows = graph.extend(rows, [result[name] for name in graph.present_names])
     return out
 
 

@@ -7,6 +7,11 @@ Schedules:
   keep their unperturbed log-probs exactly; docs/method.md, "The prefix schedule").
 - ``naive``: one full-length pass per row, as the reference implementation does.
 
+Calls are sized for the graph's device (``size_calls``): on CPU a batch admits a row within ``WASTE`` of its
+suffix, within a host memory budget; on a GPU, where a call costs about ``GPU_CALL_COST`` positions whatever it
+computes, the budget comes from the device's free memory and the batches are those that minimise calls x call cost
++ positions (``cheapest_batches``; docs/gpu.md).
+
 Nothing here holds a session: a ``Batch`` is arrays and ints, and ``Shared`` (the cache included) is sent once
 per plan, so a batch can run in another process (``atman_onnx.runtime.execute``).
 """

@@ -4,15 +4,23 @@ Providers are tried in order of preference (CUDA, then CPU); ``provider=`` force
 machines without CUDA libraries and then logs a loud error when the CUDA provider fails to load: that log is held
 back and the fallback is reported in one line instead (``Graph.provider_note``). Every run goes through IO binding,
 so on CUDA the inputs and outputs stay on the device and only the requested outputs are copied back.
+
+The base install brings the CPU build (``onnxruntime``), ``atman-onnx[gpu]`` adds ``onnxruntime-gpu``; both install
+one ``onnxruntime`` folder, so where pip put the CPU build's files over the GPU build's, the errors and notes here
+name the one command that restores it (``restore_gpu_build``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import io
 import logging
+import threading
+from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -27,6 +35,7 @@ from atman_onnx.core.contract import (
     row_past_names,
 )
 from atman_onnx.core.errors import ProviderError
+from atman_onnx.runtime.device import copier, free_memory_mb
 
 log = logging.getLogger("atman_onnx")
 
@@ -34,6 +43,11 @@ PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 DEVICE_TYPE = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 # AtMan measures small differences of log-probs: float32 matmuls stay float32 on the GPU (no TF32 tensor cores).
 PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
+# Builds of ONNX Runtime on PyPI: each installs the same `onnxruntime` module. The base install brings the CPU one.
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn", "onnxruntime-rocm")
+GPU_DISTRIBUTION = "onnxruntime-gpu"
+GPU_INSTALL = 'pip install "atman-onnx[gpu]"'
 
 
 def _preload_cuda_libraries() -> None:
@@ -43,7 +57,7 @@ def _preload_cuda_libraries() -> None:
             ort.preload_dlls()
 
 
-def _create(path: Path, providers: list[str], threads: int | None) -> ort.InferenceSession:
+def _create(model: Path | bytes, providers: list[str], threads: int | None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -51,55 +65,139 @@ def _create(path: Path, providers: list[str], threads: int | None) -> ort.Infere
     ort.set_default_logger_severity(4)  # hold back the provider-bridge error; we report the fallback ourselves
     try:
         with_options = [(name, PROVIDER_OPTIONS.get(name, {})) for name in providers]
-        return ort.InferenceSession(str(path), options, providers=with_options)
+        source = model if isinstance(model, bytes) else str(model)
+        return ort.InferenceSession(source, options, providers=with_options)
     finally:
         ort.set_default_logger_severity(2)
+
+
+def installed_builds() -> dict[str, str]:
+    """The ONNX Runtime distributions installed here and their versions. They all install one ``onnxruntime``
+    folder, so where two are installed the files of whichever pip installed last are the ones imported."""
+    found = {}
+    for name in ORT_DISTRIBUTIONS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
+def cuda_offered() -> bool:
+    """Whether this onnxruntime is a build with the CUDA provider (it may still fail to load its libraries)."""
+    return PROVIDERS["cuda"] in ort.get_available_providers()
+
+
+def restore_gpu_build() -> str | None:
+    """Where onnxruntime-gpu is installed but a CPU build's files lie over it (``pip install "atman-onnx[gpu]"`` in
+    one go installs onnxruntime-gpu, then onnxruntime over it), the command that puts the GPU build back; else None."""
+    gpu = None if cuda_offered() else installed_builds().get(GPU_DISTRIBUTION)
+    return None if gpu is None else f"pip install --force-reinstall --no-deps {GPU_DISTRIBUTION}=={gpu}"
+
+
+def gpu_expected() -> bool:
+    """Whether this installation is meant for a GPU: its onnxruntime offers the CUDA provider, or onnxruntime-gpu is
+    installed under a CPU build. The command line names the provider only then, never on a plain CPU install."""
+    return cuda_offered() or GPU_DISTRIBUTION in installed_builds()
+
+
+def cuda_libraries_hint() -> str:
+    """The command that brings the CUDA and cuDNN libraries this onnxruntime-gpu was built for, from PyPI."""
+    return f'pip install "{GPU_DISTRIBUTION}[cuda,cudnn]=={installed_builds().get(GPU_DISTRIBUTION, ort.__version__)}"'
+
+
+def _no_cuda_provider() -> str:
+    """Why ``provider='cuda'`` cannot run here, when this onnxruntime has no CUDA provider, and what to run."""
+    restore = restore_gpu_build()
+    if restore:
+        gpu = installed_builds()[GPU_DISTRIBUTION]
+        return (f"provider 'cuda': onnxruntime-gpu {gpu} is installed, but the CPU build of onnxruntime "
+                f"{ort.__version__} was installed over the same files; run `{restore}`")
+    return (f"provider 'cuda' needs the GPU build of ONNX Runtime (this onnxruntime {ort.__version__} offers "
+            f"{', '.join(ort.get_available_providers())}): run `{GPU_INSTALL}`, and for CUDA and cuDNN from PyPI "
+            f'`pip install "{GPU_DISTRIBUTION}[cuda,cudnn]"`')
+
+
+def provider_loads(name: str, model: Path | bytes) -> bool:
+    """Whether execution provider ``name`` (e.g. 'CUDAExecutionProvider') loads for ``model`` here: a CUDA provider
+    does only where its libraries and a device are found."""
+    if name == PROVIDERS["cuda"]:
+        _preload_cuda_libraries()
+    fallback = [] if name == PROVIDERS["cpu"] else [PROVIDERS["cpu"]]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints its own fallback (TensorRT's) there
+            return _create(model, [name, *fallback], 1).get_providers()[0] == name
+    except Exception:  # a provider that fails in its own way (a library, an option, a device) does not load here
+        return False
 
 
 def open_session(
     path: Path, provider: str | None = None, threads: int | None = None
 ) -> tuple[ort.InferenceSession, str]:
-    """Create a session on ``provider`` ('cuda', 'cpu') or the best available; returns it and a one-line note."""
+    """Create a session on ``provider`` ('cuda', 'cpu') or the best available; returns it and a one-line note (the
+    command line prints it only where ``gpu_expected()``)."""
     if provider is not None and provider not in PROVIDERS:
         raise ProviderError(f"unknown provider {provider!r}; available: {', '.join(PROVIDERS)}")
     available = ort.get_available_providers()
     wanted = [PROVIDERS[provider]] if provider else [p for p in PROVIDERS.values() if p in available]
     if PROVIDERS["cuda"] in wanted:
         if PROVIDERS["cuda"] not in available:
-            raise ProviderError("provider 'cuda' needs onnxruntime-gpu; this onnxruntime offers: " + ", ".join(available))
+            raise ProviderError(_no_cuda_provider())
         _preload_cuda_libraries()
     session = _create(path, wanted + ([] if PROVIDERS["cpu"] in wanted else [PROVIDERS["cpu"]]), threads)
     used = session.get_providers()[0]
     if provider and used != PROVIDERS[provider]:
         raise ProviderError(
-            f"provider {provider!r} could not be loaded (CUDA 12/13 and cuDNN 9 libraries not found; "
-            "`pip install onnxruntime-gpu[cuda,cudnn]` brings them)"
+            f"provider {provider!r} could not be loaded (its CUDA and cuDNN libraries were not found, or no CUDA "
+            f"device): `{cuda_libraries_hint()}` brings the libraries"
         )
+    restore = None if used == PROVIDERS["cuda"] or provider else restore_gpu_build()
     if used == PROVIDERS["cuda"]:
         note = "provider: cuda (CUDAExecutionProvider, IO binding on the GPU)"
     elif PROVIDERS["cuda"] in wanted:
         note = "provider: cpu (the CUDA provider could not load its CUDA/cuDNN libraries; fell back to CPU)"
     elif provider == "cpu":
         note = "provider: cpu (requested)"
+    elif restore:
+        note = f"provider: cpu (onnxruntime-gpu lies under the CPU build of onnxruntime; `{restore}` restores CUDA)"
     else:
         note = "provider: cpu (this onnxruntime has no CUDA provider)"
     return session, note
 
 
 class Graph:
-    """An exported folder ready to run: manifest, session, and IO-bound calls to the graph."""
+    """An exported folder ready to run: manifest, session, and IO-bound calls to the graph.
 
-    def __init__(self, folder: str | Path, provider: str | None = None, threads: int | None = None):
+    A resident graph (the default on CUDA; ``resident=True`` on CPU runs the same path on host memory) keeps keys
+    and values on its device as OrtValues: a plan's unperturbed keys and values go there once (``shared_past``),
+    each batch's shared past is cut from them on the device, a batch fed in query chunks carries its rows' keys and
+    values there from chunk to chunk (``run``'s ``keep``, ``extend``), and only label log-probs come back. Where no
+    CUDA runtime can be reached for the copies on the device, a CUDA graph is not resident (host arrays per call).
+    ``free_mb`` is a CUDA device's free memory when the graph opened (None on CPU, or where nothing answers).
+    """
+
+    def __init__(
+        self, folder: str | Path, provider: str | None = None, threads: int | None = None,
+        resident: bool | None = None,
+    ):
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder)
         self.session, self.provider_note = open_session(self.folder / GRAPH_FILE, provider, threads)
-        self.device = DEVICE_TYPE[self.session.get_providers()[0]]
+        used = self.session.get_providers()[0]
+        self.device = DEVICE_TYPE[used]
+        self.device_id = int(self.session.get_provider_options().get(used, {}).get("device_id", 0))
         layers = self.manifest.dims["num_layers"]
         self.past_names, self.present_names = past_names(layers), present_names(layers)
         self.row_past_names = row_past_names(layers) if self.manifest.row_cache else []
         # a graph that takes input embeddings (contract version 2) looks token ids up in the text embedding matrix
         self.embeddings = np.load(self.folder / EMBEDDINGS_FILE, mmap_mode="r") if self.manifest.takes_embeds else None
+        self.free_mb = free_memory_mb(self.device_id) if self.device == "cuda" else None
+        wanted = self.device == "cuda" if resident is None else resident
+        self.copier = copier(self.device, self.device_id) if wanted else None
+        self.resident = self.copier is not None
+        self._kept: tuple[tuple, tuple[np.ndarray, ...], list[ort.OrtValue]] | None = None  # the last plan's cache
+        self._lock = threading.Lock()
         log.info(self.provider_note)
+        if wanted and not self.resident:
+            log.info("keys and values go through the host: no CUDA runtime was found for copies on the device")
 
     def empty_past(self, batch: int = 1) -> list[np.ndarray]:
         """A cache of length 0 (of ``batch`` rows): the call then runs over the whole sequence."""
@@ -126,16 +224,18 @@ class Graph:
         attention_scale: np.ndarray,
         label_positions: np.ndarray,
         labels: np.ndarray,
-        past: list[np.ndarray] | None = None,
+        past: list[np.ndarray] | list[ort.OrtValue] | None = None,
         outputs: tuple[str, ...] = ("label_logprobs",),
         run_options: ort.RunOptions | None = None,
-        rows: list[np.ndarray] | None = None,
-    ) -> dict[str, np.ndarray]:
+        rows: list[np.ndarray] | list[ort.OrtValue] | None = None,
+        keep: Collection[str] = (),
+    ) -> dict[str, Any]:
         """One call of the graph on a batch of new tokens (ids or embeddings, see ``first_input``), on top of
         ``past`` (keys and values shared by every row) and ``rows`` (each row's own keys and values after them;
         graphs with a row cache only): together the first ``attention_scale.shape[1] - inputs.shape[1]``
-        positions. Returns the requested outputs. ``run_options`` lets another thread end the call
-        (``terminate``)."""
+        positions. ``past`` and ``rows`` are arrays, or OrtValues on this graph's device (a resident graph's).
+        Returns the requested outputs: arrays, but OrtValues left on the device for those named in ``keep``.
+        ``run_options`` lets another thread end the call (``terminate``)."""
         name, first = self.first_input(np.asarray(inputs))
         feeds = {
             name: first,
@@ -145,19 +245,90 @@ class Graph:
             "labels": np.ascontiguousarray(labels, dtype=np.int64),
         }
         cache = self.empty_past() if past is None else past
-        feeds.update((name, np.ascontiguousarray(a, dtype=np.float32)) for name, a in zip(self.past_names, cache))
+        feeds.update((name, _as_float32(a)) for name, a in zip(self.past_names, cache))
         if self.row_past_names:
             own = self.empty_past(len(first)) if rows is None else rows
-            feeds.update((n, np.ascontiguousarray(a, dtype=np.float32)) for n, a in zip(self.row_past_names, own))
+            feeds.update((n, _as_float32(a)) for n, a in zip(self.row_past_names, own))
         elif rows is not None:
             raise ValueError("this graph takes no row cache (contract version 1 or 2)")
         binding = self.session.io_binding()
         for name, array in feeds.items():
-            if self.device == "cpu":
+            if isinstance(array, ort.OrtValue):
+                binding.bind_ortvalue_input(name, array)
+            elif self.device == "cpu":
                 binding.bind_cpu_input(name, array)
             else:
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id))
         for name in outputs:
-            binding.bind_output(name, self.device)
+            binding.bind_output(name, self.device, self.device_id)
         self.session.run_with_iobinding(binding, run_options)
-        return dict(zip(outputs, binding.copy_outputs_to_cpu()))
+        if not keep:
+            return dict(zip(outputs, binding.copy_outputs_to_cpu()))
+        # an array of a CPU OrtValue shares its memory: copied, so that it outlives the value
+        return {name: value if name in keep else np.array(value.numpy()) for name, value in
+                zip(outputs, binding.get_outputs())}
+
+    def shared_past(self, cache: Sequence[np.ndarray], start: int) -> list[np.ndarray] | list[ort.OrtValue]:
+        """The keys and values every row of a batch fed from ``start`` shares: each layer's
+        ``cache[:, :, :start]`` of a plan's cache (``Shared.cache``). A resident graph cuts them on its device from
+        the plan's cache, which it copies there once per plan: it keeps the last plan's, known by the memory of
+        its arrays (so that the same plan unpickled again onto the same memory, as from Ray's object store, is
+        known too), and holds those arrays while it keeps them, so that no other plan's can take their place."""
+        if not self.resident or start == 0 or not cache:
+            return [layer[:, :, :start] for layer in cache]
+        return self._joined([[(value, 0, start)] for value in self._uploaded(cache)])
+
+    def extend(
+        self, rows: list[np.ndarray] | list[ort.OrtValue] | None, new: list[np.ndarray] | list[ort.OrtValue]
+    ) -> list[np.ndarray] | list[ort.OrtValue]:
+        """Each layer's row cache ``rows`` (None: none yet) followed by a call's ``new`` keys and values (axis 2):
+        on the device for OrtValues."""
+        if rows is None:
+            return list(new)
+        if not isinstance(new[0], ort.OrtValue):
+            return [np.concatenate(pair, axis=2) for pair in zip(rows, new)]
+        return self._joined([[(old, 0, old.shape()[2]), (value, 0, value.shape()[2])] for old, value in zip(rows, new)])
+
+    def _uploaded(self, cache: Sequence[np.ndarray]) -> list[ort.OrtValue]:
+        """A plan's cache as OrtValues on this graph's device, copied there once per plan."""
+        key = tuple((a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str) for a in cache)
+        with self._lock:
+            if self._kept is None or self._kept[0] != key:
+                self._kept = None  # the last plan's values go before this plan's come
+                values = [
+                    ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a, dtype=np.float32), self.device,
+                                                     self.device_id)
+                    for a in cache
+                ]
+                self._kept = (key, tuple(cache), values)
+            return self._kept[2]
+
+    def _joined(self, layers: list[list[tuple[ort.OrtValue, int, int]]]) -> list[ort.OrtValue]:
+        """Per layer, a new OrtValue on this graph's device [rows, heads, n, head_dim]: positions [a, b) (axis 2)
+        of each of its parts (float32 OrtValues [rows, heads, positions, head_dim] there) one after another,
+        copied on the device."""
+        self.copier.synchronize()  # the parts were written by calls or copies that may still be queued
+        out = []
+        for parts in layers:
+            rows, heads, _, dim = parts[0][0].shape()
+            total = sum(b - a for _, a, b in parts)
+            joined = ort.OrtValue.ortvalue_from_shape_and_type([rows, heads, total, dim], np.float32, self.device,
+                                                               self.device_id)
+            item, at = np.dtype(np.float32).itemsize, 0
+            for value, a, b in parts:
+                if value.data_type() != "tensor(float)" or value.shape()[:2] != [rows, heads]:
+                    raise ValueError(f"cannot join {value.data_type()} {value.shape()} to [{rows}, {heads}, ., {dim}]")
+                self.copier.copy(
+                    joined.data_ptr() + at * dim * item, total * dim * item,
+                    value.data_ptr() + a * dim * item, value.shape()[2] * dim * item,
+                    (b - a) * dim * item, rows * heads,
+                )
+                at += b - a
+            out.append(joined)
+        self.copier.synchronize()  # a copy within device memory returns before it is done
+        return out
+
+
+def _as_float32(value: np.ndarray | ort.OrtValue) -> np.ndarray | ort.OrtValue:
+    """Keys or values as a graph input: an OrtValue as it is, an array contiguous float32."""
+    return value if isinstance(value, ort.OrtValue) else np.ascontiguousarray(value, dtype=np.float32)

@@ -12,7 +12,14 @@ from atman_onnx.cli import main
 from atman_onnx.export.validate import compare, random_case, torch_outputs
 from atman_onnx.models.graph import AtmanGraph
 from atman_onnx.models.patch import patch
-from atman_onnx.core.contract import CONTRACT_VERSION, graph_inputs, graph_outputs, load_manifest, past_names
+from atman_onnx.core.contract import (
+    CONTRACT_VERSION,
+    graph_inputs,
+    graph_outputs,
+    load_manifest,
+    past_names,
+    row_past_names,
+)
 from conftest import ARCHS, MODES
 
 
@@ -30,6 +37,7 @@ def test_onnx_matches_torch_for_random_scales(arch, mode, tiny_export, tiny_mode
         prefix = random_case(graph.embed.num_embeddings, 1, past, 1, seed=200 + seed) if past else None
         cache = torch_outputs(graph, prefix)[3:] if prefix else [e.numpy() for e in graph.empty_past()]
         feeds.update(zip(names, cache))
+        feeds.update(zip(row_past_names(graph.dims["num_layers"]), [e.numpy() for e in graph.empty_past(batch)]))
         diff = compare(session, graph, feeds)
         assert diff["label_logprobs"] < 1e-4 and diff["present"] < 1e-4 and diff["inputs_embeds"] < 1e-6
         logprobs = session.run(["label_logprobs"], feeds)[0]
@@ -40,18 +48,21 @@ def test_cached_prefix_equals_full_pass(tiny_export):
     """Feeding positions >= i on top of the unperturbed cache gives the full pass's log-probs there."""
     session = ort.InferenceSession(str(tiny_export("llama", "multiplicative") / "model.onnx"))
     names = [i.name for i in session.get_inputs() if i.name.startswith("past.")]
+    rows = [i.name for i in session.get_inputs() if i.name.startswith("row_past.")]
     full = random_case(300, 2, 16, 16, seed=7)
     full["label_positions"] = np.tile(np.arange(16), (2, 1))
     full["input_ids"][1], full["labels"][1] = full["input_ids"][0], full["labels"][0]  # one sequence, two perturbations
     full["attention_scale"][:, :6] = 1.0  # the first 6 positions are not perturbed
     empty = {n: np.zeros((1, 2, 0, 16), np.float32) for n in names}
-    want = session.run(["label_logprobs"], {**full, **empty})[0]
+    no_rows = {n: np.zeros((2, 2, 0, 16), np.float32) for n in rows}
+    want = session.run(["label_logprobs"], {**full, **empty, **no_rows})[0]
     base = {**full, "attention_scale": np.ones((1, 16), np.float32), **{k: v[:1] for k, v in full.items() if k != "attention_scale"}}
-    presents = session.run([n.replace("past", "present") for n in names], {**base, **empty})
+    one_row = {n: v[:1] for n, v in no_rows.items()}
+    presents = session.run([n.replace("past", "present") for n in names], {**base, **empty, **one_row})
     suffix = {
         "input_ids": full["input_ids"][:, 6:], "attention_mask": full["attention_mask"],
         "attention_scale": full["attention_scale"], "label_positions": full["label_positions"][:, 6:] - 6,
-        "labels": full["labels"][:, 6:], **{n: p[:, :, :6] for n, p in zip(names, presents)},
+        "labels": full["labels"][:, 6:], **{n: p[:, :, :6] for n, p in zip(names, presents)}, **no_rows,
     }
     got = session.run(["label_logprobs"], suffix)[0]
     assert np.abs(got - want[:, 6:]).max() < 1e-5
@@ -69,7 +80,9 @@ def test_manifest_records_contract_and_validation(arch, tiny_export):
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == list(graph_inputs(layers))
     assert [o.name for o in session.get_outputs()] == list(graph_outputs(layers))
-    assert session.get_inputs()[-1].shape == [1, manifest.dims["kv_heads"], "past", manifest.dims["head_dim"]]
+    assert session.get_inputs()[-1].shape == ["batch", manifest.dims["kv_heads"], "row_past", manifest.dims["head_dim"]]
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert shapes[f"past.{layers - 1}.value"] == [1, manifest.dims["kv_heads"], "past", manifest.dims["head_dim"]]
     assert session.get_inputs()[0].shape == ["batch", "seq"]
     assert (folder / "tokenizer.json").is_file()
 

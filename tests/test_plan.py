@@ -9,7 +9,7 @@ import pytest
 
 from atman_onnx import ExplainRequest
 from atman_onnx.runtime.factors import plan_factors
-from atman_onnx.runtime.plan import WASTE, batch_size_for, first_changed, plan_batches
+from atman_onnx.runtime.plan import WASTE, batch_size_for, calls_from, first_changed, plan_batches
 
 DIMS = {"num_layers": 30, "num_heads": 9, "kv_heads": 3, "head_dim": 64, "intermediate_size": 1536}
 
@@ -35,6 +35,77 @@ def test_prefix_batches_bound_recomputed_work():
     computed = sum(len(rows) * (n - start) for rows, start in batches)
     assert sorted(np.concatenate([rows for rows, _ in batches]).tolist()) == list(range(n))
     assert useful <= computed <= (1 + WASTE / 2 + 0.005) * useful  # recomputed: about WASTE / 2 of the useful
+
+
+def waste_rule(starts, batch_size, n_fed, waste=WASTE):
+    """The prefix schedule's batches as they were before the call cost: a row joins while its start lies within
+    ``waste`` of the batch's suffix."""
+    order = np.argsort(starts, kind="stable")
+    batches, k = [], 0
+    while k < len(order):
+        first, end = int(starts[order[k]]), k + 1
+        while end < len(order) and end - k < batch_size and starts[order[end]] - first <= waste * (n_fed - first):
+            end += 1
+        batches.append((order[k:end].tolist(), first))
+        k = end
+    return batches
+
+
+def test_no_call_cost_keeps_the_waste_rule():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_fed = int(rng.integers(1, 400))
+        starts = rng.integers(0, n_fed + 1, size=int(rng.integers(1, 300)))
+        batch_size = int(rng.integers(1, 70))
+        got = plan_batches(starts, batch_size, "prefix", n_fed, call_cost=0)
+        assert [(rows.tolist(), start) for rows, start in got] == waste_rule(starts, batch_size, n_fed)
+        default = plan_batches(starts, batch_size, "prefix", n_fed)
+        assert [(rows.tolist(), start) for rows, start in default] == waste_rule(starts, batch_size, n_fed)
+
+
+def cost_of(batches, n_fed, call_cost, chunk=None):
+    return sum(call_cost * calls_from(start, n_fed, chunk) + len(rows) * max(0, n_fed - start)
+               for rows, start in batches)
+
+
+def cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk=None):
+    """The least cost of any split of the sorted starts into runs of at most ``batch_size``, by trying them all."""
+    s = sorted(int(v) for v in starts)
+
+    def best(i):
+        if i == len(s):
+            return 0
+        return min(call_cost * calls_from(s[i], n_fed, chunk) + (j - i) * max(0, n_fed - s[i]) + best(j)
+                   for j in range(i + 1, min(len(s), i + batch_size) + 1))
+
+    return best(0)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_call_cost_batches_are_the_cheapest_and_within_the_batch_size(chunk):
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        n_fed = int(rng.integers(1, 40))
+        starts = rng.integers(0, n_fed + 1, size=int(rng.integers(1, 9)))
+        batch_size, call_cost = int(rng.integers(1, 6)), float(rng.choice([0.5, 3, 17, 100, 1e4]))
+        batches = plan_batches(starts, batch_size, "prefix", n_fed, call_cost=call_cost, chunk=chunk)
+        rows = np.concatenate([r for r, _ in batches])
+        assert sorted(rows.tolist()) == list(range(len(starts)))  # every row once
+        assert all(1 <= len(r) <= batch_size for r, _ in batches)
+        assert all(start == starts[r].min() for r, start in batches)  # a batch feeds from its earliest start
+        assert cost_of(batches, n_fed, call_cost, chunk) == pytest.approx(
+            cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk))
+
+
+def test_a_call_cost_widens_the_windows():
+    n = 263
+    starts = np.arange(256)
+    cheap = plan_batches(starts, 1024, "prefix", n)
+    costly = plan_batches(starts, 1024, "prefix", n, call_cost=1500)
+    assert len(costly) <= 6 < len(cheap)
+    assert all(len(rows) <= 1024 for rows, _ in costly)
+    huge = plan_batches(starts, 100, "prefix", n, call_cost=1e9)  # calls dominate: as few as the batch size allows
+    assert len(huge) == 3 and all(len(rows) <= 100 for rows, _ in huge)
 
 
 def test_batch_size_follows_budget():

@@ -37,7 +37,8 @@ def test_io_binding_matches_plain_run(tiny_export):
     pos, lab = np.array([[3, 4]] * 2), np.array([[8, 12]] * 2)
     bound = graph.run(ids, scale, pos, lab, outputs=("label_logprobs", "inputs_embeds"))
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "attention_scale": scale,
-             "label_positions": pos, "labels": lab, **dict(zip(graph.past_names, graph.empty_past()))}
+             "label_positions": pos, "labels": lab, **dict(zip(graph.past_names, graph.empty_past())),
+             **dict(zip(graph.row_past_names, graph.empty_past(len(ids))))}
     plain = graph.session.run(None, feeds)
     assert np.array_equal(bound["label_logprobs"], plain[0])
     assert np.array_equal(bound["inputs_embeds"], plain[2])

