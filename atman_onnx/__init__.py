@@ -9,7 +9,18 @@ from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, Stopped
 from atman_onnx.runtime.units import ImageBox, TextSpan, Token, Unit
 
 __all__ = [
-    "AtmanError", "ExplainRequest", "Executor", "Explainer", "Explanation", "ImageBox", "LocalExecutor", "Prepared",
-    "Stop", "Stopped", "TextSpan", "Token", "Unit",
+    "AtmanError",
+    "Executor",
+    "ExplainRequest",
+    "Explainer",
+    "Explanation",
+    "ImageBox",
+    "LocalExecutor",
+    "Prepared",
+    "Stop",
+    "Stopped",
+    "TextSpan",
+    "Token",
+    "Unit",
 ]
 __version__ = "0.1.0"

@@ -39,8 +39,12 @@ class Explainer:
     (default: in this process, on ``graph``)."""
 
     def __init__(
-        self, graph: Graph, codec: TextCodec, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-        executor: Executor | None = None, vision: VisionEncoder | None = None,
+        self,
+        graph: Graph,
+        codec: TextCodec,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        executor: Executor | None = None,
+        vision: VisionEncoder | None = None,
     ):
         self.graph = graph
         self.codec = codec
@@ -51,8 +55,12 @@ class Explainer:
 
     @classmethod
     def load(
-        cls, folder: str | Path, provider: str | None = None, threads: int | None = None,
-        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, executor: Executor | None = None,
+        cls,
+        folder: str | Path,
+        provider: str | None = None,
+        threads: int | None = None,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        executor: Executor | None = None,
     ) -> Explainer:
         """Open an exported folder; ``provider`` is 'cuda' or 'cpu' (default: the best that loads).
 
@@ -100,16 +108,32 @@ class Explainer:
         return self.codec.decode(ids), ids
 
     def plan(
-        self, fed: np.ndarray | list[int], labels: list[int], units: list[Unit], request: ExplainRequest,
-        stop: Stop | None = None, call_cost: float | None = None,
+        self,
+        fed: np.ndarray | list[int],
+        labels: list[int],
+        units: list[Unit],
+        request: ExplainRequest,
+        stop: Stop | None = None,
+        call_cost: float | None = None,
     ) -> Plan:
         """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
         unit in turn, sized for the graph's device (``size_calls``). ``call_cost``: the token positions one graph
         call is worth to the prefix schedule (default: the device's, 0 on CPU, ``GPU_CALL_COST`` on CUDA)."""
         self._check_length(len(fed))
         m, graph = self.manifest, self.graph
-        sizing = size_calls(m.dims, m.hidden_size, m.vocab_size, len(fed), len(labels), m.row_cache, graph.device,
-                            self.memory_budget_mb, graph.free_mb, request.chunk_size, request.batch_size)
+        sizing = size_calls(
+            m.dims,
+            m.hidden_size,
+            m.vocab_size,
+            len(fed),
+            len(labels),
+            m.row_cache,
+            graph.device,
+            self.memory_budget_mb,
+            graph.free_mb,
+            request.chunk_size,
+            request.batch_size,
+        )
         shared, embeddings = unperturbed(self.graph, fed, labels, stop, sizing.chunk)
         groups = check_units([list(u.positions) for u in units], len(fed))
         factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
@@ -120,12 +144,29 @@ class Explainer:
         """Rows per graph call: the request's, else what fits the memory budget (on CUDA: the device's free
         memory, unless another budget than the default was given)."""
         m, graph = self.manifest, self.graph
-        return size_calls(m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, m.row_cache, graph.device,
-                          self.memory_budget_mb, graph.free_mb, request.chunk_size, request.batch_size).batch_size
+        return size_calls(
+            m.dims,
+            m.hidden_size,
+            m.vocab_size,
+            n_fed,
+            n_labels,
+            m.row_cache,
+            graph.device,
+            self.memory_budget_mb,
+            graph.free_mb,
+            request.chunk_size,
+            request.batch_size,
+        ).batch_size
 
     def explain(
-        self, prompt: Prompt, target: str | None = None, *, on_progress: Callable[[int, int], None] | None = None,
-        stop: Stop | None = None, images: Sequence[Any] = (), **options: Any,
+        self,
+        prompt: Prompt,
+        target: str | None = None,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        stop: Stop | None = None,
+        images: Sequence[Any] = (),
+        **options: Any,
     ) -> Explanation:
         """Explain ``target`` (or the greedy completion, when None) given ``prompt`` (text or chat messages).
 
@@ -137,7 +178,8 @@ class Explainer:
         """
         request = ExplainRequest.from_dict({"prompt": prompt, "target": target, **options})
         if not isinstance(images, (list, tuple)) or images:  # paths, bytes or PIL images (JSON: base64 strings)
-            request = dataclasses.replace(request, images=images)  # checked there: a lone path is refused
+            # checked there (a lone path is refused) and read into bytes by __post_init__, hence the wider type
+            request = dataclasses.replace(request, images=images)  # type: ignore[arg-type]
         return self.run(request, on_progress, stop)
 
     def _fed(self, prompt: np.ndarray, ids: list[int]) -> np.ndarray:
@@ -150,6 +192,7 @@ class Explainer:
         self, units: list[Unit], ids: list[int], processed: Processed, request: ExplainRequest
     ) -> list[Unit]:
         """Text units without the image layout tokens, and the image units, in the order of their first positions."""
+        assert self.vision is not None  # the images were preprocessed by it
         layout = self.vision.layout_positions(self.codec, ids)
         text = [u for u in units if not set(u.positions) & layout]
         images = [p for p in sorted(layout) if ids[p] == self.vision.image_token_id]
@@ -175,12 +218,14 @@ class Explainer:
         n_tokens = len(encoded.ids) + longest
         tokens = units = passes = positions = None
         if target_ids is not None and n_tokens - 1 <= self.manifest.max_positions:  # else run refuses it
+            assert request.target is not None  # target_ids were encoded from it
             tokens, units = self._units(encoded, request.target, target_ids, images, request)
             completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
             passes = (len(units) + 1) * len(completions)
             if request.conceptual is None:  # else the rows depend on the embeddings
-                positions = sum(self._positions(units, len(encoded.ids) + len(ids) - 1, len(ids), request)
-                                for ids in completions)
+                positions = sum(
+                    self._positions(units, len(encoded.ids) + len(ids) - 1, len(ids), request) for ids in completions
+                )
         return Prepared(request, encoded, images, target_ids, contrast_ids, tokens, units, n_tokens, passes, positions)
 
     def _positions(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> int:
@@ -190,23 +235,35 @@ class Explainer:
         return planned_positions(units, n_fed, request.factor, batch, request.schedule)
 
     def _units(
-        self, encoded: EncodedPrompt, target: str, target_ids: Sequence[int], images: Processed | None,
+        self,
+        encoded: EncodedPrompt,
+        target: str,
+        target_ids: Sequence[int],
+        images: Processed | None,
         request: ExplainRequest,
     ) -> tuple[tuple[Token, ...], tuple[Unit, ...]]:
         """The fed tokens, and the units to suppress: the text units (the target's too, unless there is a contrast)
         and an image-text prompt's image units."""
         tokens = fed_tokens(self.codec, encoded, list(target_ids))
         units = make_units(
-            encoded.text, target, tokens, len(encoded.ids), request.granularity,
-            None if request.spans is None else list(request.spans), request.delimiter,
-            None if request.include_template else encoded.content, with_target=request.contrast is None,
+            encoded.text,
+            target,
+            tokens,
+            len(encoded.ids),
+            request.granularity,
+            None if request.spans is None else list(request.spans),
+            request.delimiter,
+            None if request.include_template else encoded.content,
+            with_target=request.contrast is None,
         )
         if images is not None:
             units = self._with_image_units(units, encoded.ids, images, request)
         return tuple(tokens), tuple(units)
 
     def run(
-        self, request: ExplainRequest | Prepared, on_progress: Callable[[int, int], None] | None = None,
+        self,
+        request: ExplainRequest | Prepared,
+        on_progress: Callable[[int, int], None] | None = None,
         stop: Stop | None = None,
     ) -> Explanation:
         """Explain one request (see ``explain``), or one that this explainer's ``prepare`` made (a request is
@@ -216,15 +273,17 @@ class Explainer:
         request, encoded = prepared.request, prepared.prompt
         fed_prompt = np.asarray(encoded.ids)
         if prepared.images is not None:
+            assert self.vision is not None  # prepare preprocessed the images with it
             fed_prompt = self.vision.embed(self.graph, encoded.ids, prepared.images)
+        target_ids: Sequence[int] | None  # given (a tuple, encoded by prepare) or generated (a list)
         target, target_ids = request.target, prepared.target_ids
-        if target_ids is None:
+        if target is None or target_ids is None:  # prepare encodes a given target: both are None or neither
             target, target_ids = self._generate(fed_prompt, request.max_new_tokens, stop)
         contrast_ids = None if prepared.contrast_ids is None else list(prepared.contrast_ids)
         completions = [list(target_ids)] + ([contrast_ids] if contrast_ids is not None else [])
         generated = time.perf_counter()
         tokens, units = prepared.tokens, prepared.units
-        if units is None:  # a generated target, or a sequence the model cannot take (refused before the work)
+        if tokens is None or units is None:  # a generated target, or a sequence the model cannot take (refused first)
             for ids in completions:
                 self._check_length(len(encoded.ids) + len(ids) - 1)
             tokens, units = self._units(encoded, target, target_ids, prepared.images, request)
@@ -237,11 +296,23 @@ class Explainer:
             target_tokens = [f"{target} (vs {request.contrast})"]
         finished = time.perf_counter()
         return Explanation(
-            prompt=encoded.text, target=target, prompt_ids=encoded.ids, target_ids=completions[0],
-            tokens=list(tokens), units=list(units), target_tokens=target_tokens, relevance=scores[0],
-            mode=self.manifest.mode, suppression_factor=float(request.factor),
-            conceptual_threshold=request.conceptual, granularity=request.granularity, contrast=request.contrast,
-            contrast_ids=contrast_ids, model=self.manifest.source, provider=self.graph.device, images=request.images,
+            prompt=encoded.text,
+            target=target,
+            prompt_ids=encoded.ids,
+            target_ids=completions[0],
+            tokens=list(tokens),
+            units=list(units),
+            target_tokens=target_tokens,
+            relevance=scores[0],
+            mode=self.manifest.mode,
+            suppression_factor=float(request.factor),
+            conceptual_threshold=request.conceptual,
+            granularity=request.granularity,
+            contrast=request.contrast,
+            contrast_ids=contrast_ids,
+            model=self.manifest.source,
+            provider=self.graph.device,
+            images=request.images,
             timings={
                 "generate_s": generated - started,
                 "explain_s": finished - generated,

@@ -6,7 +6,7 @@ import base64
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -120,9 +120,15 @@ class _Fields:
         else:
             ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if not ok:
-            raise InputError(f"not an explanation: field {self.path(name)!r} must be {_NAMES[kind]}, got {_kind(value)}")
+            raise InputError(
+                f"not an explanation: field {self.path(name)!r} must be {_NAMES[kind]}, got {_kind(value)}"
+            )
         return value
 
+    @overload
+    def ints(self, name: str) -> list[int]: ...
+    @overload
+    def ints(self, name: str, default: None) -> list[int] | None: ...
     def ints(self, name: str, default: Any = ...) -> list[int] | None:
         values = self.get(name, list, default)
         if values is not None and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -137,8 +143,15 @@ _NAMES = {str: "a string", int: "an integer", float: "a finite number", list: "a
 
 
 def _kind(value: Any) -> str:
-    return {type(None): "null", bool: "a boolean", str: "a string", int: "an integer", float: "a number",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _read(top: _Fields) -> dict[str, Any]:
@@ -146,14 +159,17 @@ def _read(top: _Fields) -> dict[str, Any]:
     version = top.get("format_version", int, 1)
     if version not in (1, 2, JSON_VERSION):
         raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
-    tokens = [Token(t.get("text", str), t.get("start", int), t.get("end", int), t.get("segment", str))
-              for t in top.each("tokens")]
+    tokens = [
+        Token(t.get("text", str), t.get("start", int), t.get("end", int), t.get("segment", str))
+        for t in top.each("tokens")
+    ]
     units = []
     for u in top.each("units"):
         positions = tuple(u.ints("positions"))
         if not positions or not all(0 <= p < len(tokens) for p in positions):
-            raise InputError(f"not an explanation: field {u.path('positions')!r} must list fed positions, 0 to "
-                             f"{len(tokens) - 1}")
+            raise InputError(
+                f"not an explanation: field {u.path('positions')!r} must list fed positions, 0 to {len(tokens) - 1}"
+            )
         location = u.get("location", dict, None)
         box = None
         if location is not None and location.get("type") == "image":
@@ -161,8 +177,9 @@ def _read(top: _Fields) -> dict[str, Any]:
             box = ImageBox(at.get("image", int), *(at.get(k, float) for k in ("left", "top", "width", "height")))
             if box.image < 0:
                 raise InputError(f"not an explanation: field {at.path('image')!r} must not be negative")
-        units.append(Unit(u.get("text", str), u.get("start", int), u.get("end", int), u.get("segment", str),
-                          positions, box))
+        units.append(
+            Unit(u.get("text", str), u.get("start", int), u.get("end", int), u.get("segment", str), positions, box)
+        )
     target_tokens = top.get("target_tokens", list)
     if not all(isinstance(t, str) for t in target_tokens):
         raise InputError("not an explanation: field 'target_tokens' must be a list of strings")
@@ -173,8 +190,10 @@ def _read(top: _Fields) -> dict[str, Any]:
     except (TypeError, ValueError):
         relevance = None
     if relevance is None or relevance.shape != shape or not np.isfinite(relevance).all():
-        raise InputError(f"not an explanation: field 'relevance' must be finite numbers, one row per unit and one column "
-                         f"per target token ({shape[0]} x {shape[1]})")
+        raise InputError(
+            f"not an explanation: field 'relevance' must be finite numbers, one row per unit and one column "
+            f"per target token ({shape[0]} x {shape[1]})"
+        )
     timings = top.get("timings", dict, {})
     for name in ("total_s", "passes"):  # the ones a report shows
         if name in timings:
@@ -184,12 +203,22 @@ def _read(top: _Fields) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise InputError("not an explanation: field 'images' must be base64 strings") from None
     return dict(
-        prompt=top.get("prompt", str), target=top.get("target", str), prompt_ids=top.ints("prompt_ids"),
-        target_ids=top.ints("target_ids"), tokens=tokens, target_tokens=target_tokens, units=units,
-        relevance=relevance.astype(np.float32), mode=top.get("mode", str),
+        prompt=top.get("prompt", str),
+        target=top.get("target", str),
+        prompt_ids=top.ints("prompt_ids"),
+        target_ids=top.ints("target_ids"),
+        tokens=tokens,
+        target_tokens=target_tokens,
+        units=units,
+        relevance=relevance.astype(np.float32),
+        mode=top.get("mode", str),
         suppression_factor=top.get("suppression_factor", float),
         conceptual_threshold=top.get("conceptual_threshold", float, None),
-        granularity=top.get("granularity", str, "token"), contrast=top.get("contrast", str, None),
-        contrast_ids=top.ints("contrast_ids", None), model=top.get("model", str, ""),
-        provider=top.get("provider", str, ""), timings=timings, images=images,
+        granularity=top.get("granularity", str, "token"),
+        contrast=top.get("contrast", str, None),
+        contrast_ids=top.ints("contrast_ids", None),
+        model=top.get("model", str, ""),
+        provider=top.get("provider", str, ""),
+        timings=timings,
+        images=images,
     )

@@ -153,8 +153,12 @@ def _layers(boxes: list[tuple[int, ImageBox]]) -> list[list[int]]:
     layer = np.zeros(len(boxes), dtype=int)
     for n, (left, top, right, bottom) in enumerate(edges):
         before = edges[:n]  # boxes that touch only along an edge do not overlap
-        hit = ((before[:, 0] < right - 1e-9) & (left < before[:, 2] - 1e-9)
-               & (before[:, 1] < bottom - 1e-9) & (top < before[:, 3] - 1e-9))
+        hit = (
+            (before[:, 0] < right - 1e-9)
+            & (left < before[:, 2] - 1e-9)
+            & (before[:, 1] < bottom - 1e-9)
+            & (top < before[:, 3] - 1e-9)
+        )
         taken = set(layer[:n][hit].tolist())
         layer[n] = next(k for k in range(n + 1) if k not in taken)
     return [[boxes[n][0] for n in np.flatnonzero(layer == k)] for k in range(layer.max(initial=-1) + 1)]
@@ -176,14 +180,25 @@ def _figures(explanation: Explanation, total: np.ndarray, scale: float) -> list[
             for i in layer:
                 unit = explanation.units[i]
                 box = unit.box
-                drawn.append(Box(i, box.left, box.top, box.width, box.height, css(total[i] / scale),
-                                 f"{unit.text} \u00b7 {total[i]:+.4f}", unit.text))
+                drawn.append(
+                    Box(
+                        i,
+                        box.left,
+                        box.top,
+                        box.width,
+                        box.height,
+                        css(total[i] / scale),
+                        f"{unit.text} \u00b7 {total[i]:+.4f}",
+                        unit.text,
+                    )
+                )
             figures.append(Figure(uri, image, caption, drawn))
     return figures
 
 
-def _heatmap(explanation: Explanation, total: np.ndarray, scale: float,
-             images: list[tuple[int, int, int]]) -> list[Piece]:
+def _heatmap(
+    explanation: Explanation, total: np.ndarray, scale: float, images: list[tuple[int, int, int]]
+) -> list[Piece]:
     """The text units in order (image units are drawn over their images instead), coloured by relevance."""
     pieces, opened = [], False
     for i, (unit, (at, gap, text)) in enumerate(zip(explanation.units, _pieces(explanation))):
@@ -191,10 +206,18 @@ def _heatmap(explanation: Explanation, total: np.ndarray, scale: float,
             continue
         target = unit.segment == "target"
         a = total[i] / scale
-        pieces.append(Piece(
-            i, [Run(gap, None)] if target else _uncovered(gap, at, images), text, target, target and not opened,
-            css(a), "#fff" if abs(a) > INK_FLIP else "#000", f"{_show(text)} \u00b7 {total[i]:+.4f}",
-        ))
+        pieces.append(
+            Piece(
+                i,
+                [Run(gap, None)] if target else _uncovered(gap, at, images),
+                text,
+                target,
+                target and not opened,
+                css(a),
+                "#fff" if abs(a) > INK_FLIP else "#000",
+                f"{_show(text)} \u00b7 {total[i]:+.4f}",
+            )
+        )
         opened = opened or target
     return pieces
 
@@ -203,10 +226,12 @@ def _settings(explanation: Explanation) -> dict[str, str]:
     """The settings the report lists, by name."""
     threshold = explanation.conceptual_threshold
     settings = {
-        "model": explanation.model or "?", "mode": explanation.mode,
+        "model": explanation.model or "?",
+        "mode": explanation.mode,
         "suppression factor": f"{explanation.suppression_factor:g}",
         "conceptual threshold": "off" if threshold is None else f"{threshold:g}",
-        "granularity": explanation.granularity, "provider": explanation.provider or "?",
+        "granularity": explanation.granularity,
+        "provider": explanation.provider or "?",
     }
     if "total_s" in explanation.timings:
         settings["time"] = f"{explanation.timings['total_s']:.2f} s, {int(explanation.timings.get('passes', 0))} passes"
@@ -221,13 +246,25 @@ def render_html(explanation: Explanation) -> str:
     images = _image_ranges(explanation)
     end = max((u.end for u in explanation.units if u.segment == "prompt"), default=0)
     data = {
-        "relevance": np.asarray(explanation.relevance, dtype=float).tolist(), "total": total.tolist(),
-        "tokens": list(explanation.target_tokens), "pos": POSITIVE, "neg": NEGATIVE,
+        "relevance": np.asarray(explanation.relevance, dtype=float).tolist(),
+        "total": total.tolist(),
+        "tokens": list(explanation.target_tokens),
+        "pos": POSITIVE,
+        "neg": NEGATIVE,
     }
     return render(
-        "report.html", granularity=explanation.granularity, target=explanation.target,
-        target_tokens=[_show(t) for t in explanation.target_tokens], settings=_settings(explanation),
-        scale=scale, figures=_figures(explanation, total, scale), heatmap=_heatmap(explanation, total, scale, images),
-        tail=_uncovered(explanation.prompt[end:].rstrip("\n"), end, images), has_images=bool(explanation.images),
-        data=data, positive=POSITIVE, negative=NEGATIVE, opacity=OPACITY,
+        "report.html",
+        granularity=explanation.granularity,
+        target=explanation.target,
+        target_tokens=[_show(t) for t in explanation.target_tokens],
+        settings=_settings(explanation),
+        scale=scale,
+        figures=_figures(explanation, total, scale),
+        heatmap=_heatmap(explanation, total, scale, images),
+        tail=_uncovered(explanation.prompt[end:].rstrip("\n"), end, images),
+        has_images=bool(explanation.images),
+        data=data,
+        positive=POSITIVE,
+        negative=NEGATIVE,
+        opacity=OPACITY,
     )

@@ -95,8 +95,10 @@ def gather() -> dict[str, Any]:
         problem = "onnxruntime-gpu is installed, but the CPU build of onnxruntime was installed over its files"
         fix = restore
     elif any(p["name"] == session.PROVIDERS["cuda"] and not p["loads"] for p in providers):
-        problem = ("the CUDA provider does not load: no CUDA device here, or no CUDA and cuDNN libraries (on a machine "
-                   "with an NVIDIA GPU, the fix brings them)")
+        problem = (
+            "the CUDA provider does not load: no CUDA device here, or no CUDA and cuDNN libraries (on a machine "
+            "with an NVIDIA GPU, the fix brings them)"
+        )
         fix = session.cuda_libraries_hint()
     gpu = session.GPU_DISTRIBUTION in builds
     extras: dict[str, dict[str, Any]] = {"gpu": {"installed": gpu, "missing": [] if gpu else ["onnxruntime-gpu"]}}
@@ -109,8 +111,12 @@ def gather() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "onnxruntime": {
-            "version": ort.__version__, "distribution": _active(builds), "installed": builds,
-            "build": ort.get_device(), "problem": problem, "fix": fix,
+            "version": ort.__version__,
+            "distribution": _active(builds),
+            "installed": builds,
+            "build": ort.get_device(),
+            "problem": problem,
+            "fix": fix,
         },
         "providers": providers,
         "extras": extras,
@@ -124,8 +130,11 @@ def render(info: dict[str, Any]) -> str:
     others = [f"{name} {v}" for name, v in ort_info["installed"].items() if name != ort_info["distribution"]]
     lines = [
         ("atman-onnx", f"{info['atman_onnx']} (Python {info['python']}, {info['platform']})"),
-        ("onnxruntime", f"{ort_info['version']} from {ort_info['distribution'] or 'an unknown distribution'} "
-                        f"({ort_info['build']} build)" + (f"; also installed: {', '.join(others)}" if others else "")),
+        (
+            "onnxruntime",
+            f"{ort_info['version']} from {ort_info['distribution'] or 'an unknown distribution'} "
+            f"({ort_info['build']} build)" + (f"; also installed: {', '.join(others)}" if others else ""),
+        ),
     ]
     if ort_info["problem"]:
         lines += [("problem", ort_info["problem"]), ("fix", ort_info["fix"])]

@@ -41,8 +41,10 @@ def overlay(explanation: Explanation, image_index: int = 0) -> Image:
     values, covered = np.zeros(pixels.shape[:2]), np.zeros(pixels.shape[:2], dtype=bool)
     height, width = values.shape
     for box, value in boxes:
-        area = (slice(_edge(box.top, height), _edge(box.top + box.height, height)),
-                slice(_edge(box.left, width), _edge(box.left + box.width, width)))
+        area = (
+            slice(_edge(box.top, height), _edge(box.top + box.height, height)),
+            slice(_edge(box.left, width), _edge(box.left + box.width, width)),
+        )
         values[area] += value
         covered[area] = True
     scale = float(np.abs(values).max()) or 1.0

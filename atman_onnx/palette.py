@@ -10,7 +10,8 @@ OPACITY = 0.5  # how much of an image a heatmap over it covers (the PNG overlay 
 def shade(value: float) -> tuple[int, int, int]:
     """The colour of a relevance scaled to [-1, 1] (clipped): linear from white to the end colour of its sign."""
     end, a = (POSITIVE if value >= 0 else NEGATIVE), min(abs(value), 1.0)
-    return tuple(int(255 + (c - 255) * a + 0.5) for c in end)
+    red, green, blue = (int(255 + (c - 255) * a + 0.5) for c in end)
+    return red, green, blue
 
 
 def css(value: float) -> str:

@@ -40,11 +40,17 @@ class ExplainRequest:
     target: str | None = spec("the completion to explain; unset: the model's greedy completion", default=None)
     factor: float = spec(
         f"suppression factor s (default {DEFAULT_FACTOR:g}: in log_additive mode the unit is taken out of "
-        "attention; below 1 suppresses, above 1 amplifies)", default=DEFAULT_FACTOR, ge=0, le=MAX_FACTOR,
+        "attention; below 1 suppresses, above 1 amplifies)",
+        default=DEFAULT_FACTOR,
+        ge=0,
+        le=MAX_FACTOR,
         label="suppression factor",
     )
     conceptual: float | None = spec(
-        "cosine threshold for conceptual suppression (0.7 is a fair choice); unset: off", default=None, gt=0, le=1,
+        "cosine threshold for conceptual suppression (0.7 is a fair choice); unset: off",
+        default=None,
+        gt=0,
+        le=1,
         label="conceptual threshold",
     )
     granularity: str = spec(
@@ -53,8 +59,7 @@ class ExplainRequest:
     spans: tuple[tuple[int, int], ...] | None = spec(
         "with granularity 'spans': character ranges [start, end) of the prompt", default=None, flag="--span"
     )
-    delimiter: str | None = spec("with granularity 'spans': split the prompt into spans at this string",
-                                 default=None)
+    delimiter: str | None = spec("with granularity 'spans': split the prompt into spans at this string", default=None)
     include_template: bool = spec("for chat prompts, explain the template's tokens too", default=False)
     contrast: str | None = spec(
         "explain why the model says target rather than this completion (one column of relevance)", default=None
@@ -66,20 +71,25 @@ class ExplainRequest:
     chunk_size: int | None = spec(
         "queries per graph call of a long suffix, each chunk attending to the keys before it (exact; memory of the "
         "attention scores grows with chunk x length, not length x length); unset: from the memory budget",
-        default=None, ge=1,
+        default=None,
+        ge=1,
     )
     schedule: str = spec(
-        "prefix (reuse the unperturbed prefix's keys and values) or naive (full-length passes)", default="prefix",
+        "prefix (reuse the unperturbed prefix's keys and values) or naive (full-length passes)",
+        default="prefix",
         choices=SCHEDULES,
     )
     images: tuple[bytes, ...] = spec(
         "images for an image-text model, one per <image> marker of the prompt, in order: in JSON, base64 strings of "
         "the image files; in Python, file paths, bytes or PIL images; on the command line, a file path per flag",
-        default=(), flag="--image",
+        default=(),
+        flag="--image",
     )
     image_units: str = spec(
-        "image unit suppressed in one pass: region (a grid over each image), tile, or token", default="region",
-        choices=IMAGE_UNITS, label="image unit",
+        "image unit suppressed in one pass: region (a grid over each image), tile, or token",
+        default="region",
+        choices=IMAGE_UNITS,
+        label="image unit",
     )
     grid: int = spec("with image_units 'region': regions per image side", default=4, ge=1, le=MAX_GRID)
 
@@ -156,15 +166,18 @@ def _decode_images(images: Any) -> list[bytes]:
 
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and all(
-        isinstance(m, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
-        and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        isinstance(m, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
+        and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str)
         for m in value
     )
 
 
 def _is_spans(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(
-        isinstance(s, (list, tuple)) and len(s) == 2
+        isinstance(s, (list, tuple))
+        and len(s) == 2
         and all(isinstance(x, Integral) and not isinstance(x, bool) for x in s)
         for s in value
     )
@@ -176,14 +189,22 @@ def _span(word: str) -> tuple[int, int]:
     return int(start), int(end)
 
 
-_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
-    "role": {"type": "string"}, "content": {"type": "string"}}, "additionalProperties": {"type": "string"}}}
+_MESSAGES = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+        "additionalProperties": {"type": "string"},
+    },
+}
 _SPANS = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
 _IMAGES = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}
 _KINDS = {  # the request's own types; str, bool, int, float and their unions with None come from atman_onnx.spec
     Messages: Kind("a list of chat messages {role, content} with string values", _is_messages, _MESSAGES),
-    tuple[tuple[int, int], ...]: Kind("a list of [start, end] integer pairs", _is_spans, _SPANS, _span, "START:END",
-                                      many=True),
+    tuple[tuple[int, int], ...]: Kind(
+        "a list of [start, end] integer pairs", _is_spans, _SPANS, _span, "START:END", many=True
+    ),
     tuple[bytes, ...]: Kind("a list of images", lambda v: isinstance(v, tuple), _IMAGES, str, "PATH", many=True),
 }
 FIELDS = declared(ExplainRequest, _KINDS)

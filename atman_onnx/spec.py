@@ -21,9 +21,17 @@ from typing import Any
 from atman_onnx.core.errors import InputError
 
 
-def spec(doc: str, *, default: Any = MISSING, ge: float | None = None, gt: float | None = None,
-         le: float | None = None, choices: tuple[str, ...] | None = None, label: str | None = None,
-         flag: str | None = None) -> Any:
+def spec(
+    doc: str,
+    *,
+    default: Any = MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    label: str | None = None,
+    flag: str | None = None,
+) -> Any:
     """A declared field: its one-line doc, its default (none: required), its bounds (``ge``, ``gt``, ``le``) or
     ``choices``, the noun its range messages use (``label``; default: its name) and its flag (default: --its-name)."""
     meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "choices": choices, "label": label, "flag": flag}
@@ -73,8 +81,14 @@ def _union(arms: list[Kind]) -> Kind:
         return any(check(value) for check in checks)
 
     word = next((arm for arm in arms if arm.parse is not None), arms[0])
-    return Kind(" or ".join(arm.what for arm in arms), ok, _either([arm.schema for arm in arms]), word.parse,
-                word.metavar, word.many)
+    return Kind(
+        " or ".join(arm.what for arm in arms),
+        ok,
+        _either([arm.schema for arm in arms]),
+        word.parse,
+        word.metavar,
+        word.many,
+    )
 
 
 def kind_of(annotation: Any, kinds: dict[Any, Kind]) -> tuple[Kind, bool]:
@@ -158,8 +172,9 @@ class Field:
                 return
             if not ok(value):
                 raise InputError(f"field {self.name!r} must be {self.what}, got {value!r} ({type(value).__name__})")
-            if bounded and not ((ge is None or value >= ge) and (gt is None or value > gt)
-                                and (le is None or value <= le)):  # written so that NaN fails
+            if bounded and not (
+                (ge is None or value >= ge) and (gt is None or value > gt) and (le is None or value <= le)
+            ):  # written so that NaN fails
                 raise InputError(self._range_error(value))
             if choices is not None and value not in choices:
                 raise InputError(f"field {self.name!r}: unknown {self.noun} {value!r}; available: {', '.join(choices)}")
@@ -187,6 +202,17 @@ def declared(cls: type, kinds: dict[Any, Kind]) -> dict[str, Field]:
     for f in dataclasses.fields(cls):
         kind, optional = kind_of(hints[f.name], kinds)
         meta = f.metadata
-        out[f.name] = Field(f.name, kind, optional, meta["doc"], f.default, meta["ge"], meta["gt"], meta["le"],
-                            meta["choices"], meta["label"], meta["flag"])
+        out[f.name] = Field(
+            f.name,
+            kind,
+            optional,
+            meta["doc"],
+            f.default,
+            meta["ge"],
+            meta["gt"],
+            meta["le"],
+            meta["choices"],
+            meta["label"],
+            meta["flag"],
+        )
     return out

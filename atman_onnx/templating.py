@@ -17,7 +17,9 @@ FOLDER = Path(__file__).with_name("templates")
 def environment() -> jinja2.Environment:
     """The one environment, made on first use: templates are read once and kept compiled."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(FOLDER), autoescape=True, keep_trailing_newline=True,
+        loader=jinja2.FileSystemLoader(FOLDER),
+        autoescape=True,
+        keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,  # a value the template names but Python forgot fails loudly
     )
 

@@ -48,7 +48,7 @@ def _first_line(exc: BaseException) -> str:
 def _endpoint(address: str) -> tuple[str, int]:
     """The host and port a ``ray://HOST[:PORT]`` or ``HOST[:PORT]`` address connects to first."""
     scheme = "ray://" if address.startswith("ray://") else ""
-    rest = address[len(scheme):]
+    rest = address[len(scheme) :]
     if rest.startswith("["):  # an IPv6 host: [HOST]:PORT
         host, _, port = rest[1:].partition("]")
         port = port.removeprefix(":")
@@ -89,8 +89,10 @@ def connect(address: str, num_cpus: int | None = None) -> None:
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        hint = "" if address in ("local", "auto") or os.environ.get("RAY_AUTH_MODE") else (
-            " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token)"
+        hint = (
+            ""
+            if address in ("local", "auto") or os.environ.get("RAY_AUTH_MODE")
+            else (" (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token)")
         )
         raise ClusterError(f"cannot connect to Ray at {address!r}: {_first_line(exc)}{hint}") from None
 
@@ -144,7 +146,11 @@ class RayExecutor:
     """
 
     def __init__(
-        self, folder: str | Path, shards: int | None = None, threads: int = 1, provider: str | None = None,
+        self,
+        folder: str | Path,
+        shards: int | None = None,
+        threads: int = 1,
+        provider: str | None = None,
         actor: type[GraphActor] = GraphActor,
     ):
         ray = _ray()

@@ -53,10 +53,16 @@ class Scaling:
         autoscaled = self.min_replicas is not None or self.max_replicas is not None
         if autoscaled and self.replicas is not None:
             raise InputError("give --replicas, or --min-replicas and --max-replicas, not both")
-        if autoscaled and not (self.min_replicas is not None and self.max_replicas is not None
-                               and 0 <= self.min_replicas <= self.max_replicas and self.max_replicas >= 1):
-            raise InputError(f"autoscaling needs 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1, got "
-                             f"{self.min_replicas} and {self.max_replicas}")
+        if autoscaled and not (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and 0 <= self.min_replicas <= self.max_replicas
+            and self.max_replicas >= 1
+        ):
+            raise InputError(
+                f"autoscaling needs 0 <= --min-replicas <= --max-replicas and --max-replicas >= 1, got "
+                f"{self.min_replicas} and {self.max_replicas}"
+            )
         if self.replicas is not None and self.replicas < 1:
             raise InputError(f"--replicas must be at least 1, got {self.replicas}")
         if self.target_ongoing_requests is not None and not (autoscaled and self.target_ongoing_requests > 0):
@@ -76,10 +82,13 @@ class Scaling:
         """The deployment options that say so."""
         if self.min_replicas is None:
             return {"num_replicas": self.replicas or 1}
-        return {"autoscaling_config": {
-            "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
-            "target_ongoing_requests": self.target_ongoing_requests or max_concurrent,
-        }}
+        return {
+            "autoscaling_config": {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests or max_concurrent,
+            }
+        }
 
 
 @serve.ingress()
@@ -128,16 +137,29 @@ def application(config: ServeConfig, scaling: Scaling = Scaling()) -> Applicatio
     for folder in folders:
         load_manifest(folder)
     config = dataclasses.replace(config, folders=folders, threads=config.threads or 1)
-    deployment = serve.deployment(Replica).options(
-        name=APP_NAME, **scaling.options(config.max_concurrent), max_ongoing_requests=config.max_concurrent,
-        max_queued_requests=config.max_queued, backpressure_config={"retry_after_s": RETRY_AFTER_S},
-        ray_actor_options={"num_cpus": config.threads}, graceful_shutdown_timeout_s=config.graceful_timeout,
+    # Ray annotates deployment() as returning its decorator even when given the class, which returns a Deployment
+    deployment = serve.deployment(Replica).options(  # type: ignore[attr-defined]
+        name=APP_NAME,
+        **scaling.options(config.max_concurrent),
+        max_ongoing_requests=config.max_concurrent,
+        max_queued_requests=config.max_queued,
+        backpressure_config={"retry_after_s": RETRY_AFTER_S},
+        ray_actor_options={"num_cpus": config.threads},
+        graceful_shutdown_timeout_s=config.graceful_timeout,
     )
     return deployment.bind(config)
 
 
-INTEGERS = {"max_concurrent", "max_queued", "threads", "max_body_bytes", "max_input_tokens", "replicas",
-            "min_replicas", "max_replicas"}
+INTEGERS = {
+    "max_concurrent",
+    "max_queued",
+    "threads",
+    "max_body_bytes",
+    "max_input_tokens",
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+}
 NUMBERS = {"memory_budget_mb", "request_timeout", "graceful_timeout", "target_ongoing_requests"}
 LISTS = {"folders", "allowed_origins"}
 
@@ -180,8 +202,10 @@ def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # this process says what it serves in one line
     cpus, threads = int(ray.cluster_resources().get("CPU", 0)), config.threads or 1
     if scaling.least * threads > cpus:
-        raise ClusterError(f"{scaling.least} replicas of {threads} threads need {scaling.least * threads} CPUs; "
-                           f"the Ray cluster has {cpus}")
+        raise ClusterError(
+            f"{scaling.least} replicas of {threads} threads need {scaling.least * threads} CPUs; "
+            f"the Ray cluster has {cpus}"
+        )
     deployed, stop = threading.Event(), threading.Event()
 
     def on_signal(*_: object) -> None:
@@ -197,13 +221,16 @@ def run(config: ServeConfig, address: str, scaling: Scaling = Scaling()) -> None
             signal.signal(sig, handler)
 
 
-def _deploy_and_wait(app: Any, config: ServeConfig, scaling: Scaling, address: str, deployed: threading.Event,
-                     stop: threading.Event) -> None:
+def _deploy_and_wait(
+    app: Any, config: ServeConfig, scaling: Scaling, address: str, deployed: threading.Event, stop: threading.Event
+) -> None:
     """Start Serve, deploy ``app``, set ``deployed``, and serve until ``stop``; the application is deleted on the
     way out, however it is left."""
     try:
-        serve.start(http_options={"host": config.host, "port": config.port},
-                    controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
+        serve.start(
+            http_options={"host": config.host, "port": config.port},
+            controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}},
+        )
     except RuntimeError as exc:  # Ray's task errors subclass the cause's type too
         raise ClusterError(f"starting Ray Serve failed: {_last_line(str(exc))}") from None
     try:
@@ -212,8 +239,11 @@ def _deploy_and_wait(app: Any, config: ServeConfig, scaling: Scaling, address: s
         except RuntimeError:
             raise ClusterError(f"deploying on Ray failed: {_failure()}") from None
         deployed.set()
-        print(f"serving {', '.join(Path(f).name for f in config.folders)} on http://{config.host}:{config.port} "
-              f"with {scaling} on Ray ({address})", flush=True)
+        print(
+            f"serving {', '.join(Path(f).name for f in config.folders)} on http://{config.host}:{config.port} "
+            f"with {scaling} on Ray ({address})",
+            flush=True,
+        )
         stop.wait()
     finally:  # replicas still waiting for CPUs never finish deleting: then Ray's controller ends them on its own
         serve.delete(APP_NAME, _blocking=deployed.is_set())

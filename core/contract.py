@@ -76,14 +76,14 @@ def graph_inputs(num_layers: int, embeds: bool = False, rows: bool = True) -> di
     shared cache, and (``rows``: versions 3 and 4) the row cache."""
     first = {"inputs_embeds": EMBEDS_INPUT} if embeds else {"input_ids": INPUTS["input_ids"]}
     rest = {name: spec for name, spec in INPUTS.items() if name != "input_ids"}
-    own = {name: ROW_PAST for name in row_past_names(num_layers)} if rows else {}
-    return {**first, **rest, **{name: PAST for name in past_names(num_layers)}, **own}
+    own = dict.fromkeys(row_past_names(num_layers), ROW_PAST) if rows else {}
+    return {**first, **rest, **dict.fromkeys(past_names(num_layers), PAST), **own}
 
 
 def graph_outputs(num_layers: int, embeds: bool = False, rows: bool = True) -> dict[str, tuple[str, tuple[str, ...]]]:
     """The outputs in order; a graph that takes input embeddings does not return them again."""
     outputs = {name: spec for name, spec in OUTPUTS.items() if not (embeds and name == "inputs_embeds")}
-    return {**outputs, **{name: PRESENT_NEW if rows else PRESENT for name in present_names(num_layers)}}
+    return {**outputs, **dict.fromkeys(present_names(num_layers), PRESENT_NEW if rows else PRESENT)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # of the graph's weights and matmuls: fp32, fp16, int8 (inputs/outputs are float32 always)
-    vision: dict[str, Any] = field(default_factory=dict)  # version 2: image token id, tokens per tile, tile size, validation
+    vision: dict[str, Any] = field(
+        default_factory=dict
+    )  # version 2: image token id, tokens per tile, tile size, validation
 
     @property
     def takes_embeds(self) -> bool:

@@ -21,10 +21,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import torch
+from typing import Any
 
 import numpy as np
+import torch
 
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
@@ -146,18 +146,20 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     specs = list(graph_inputs(layers, graph_module.takes_embeds).values())
     dynamic = [{i: axes[a] for i, a in enumerate(axis_names) if a in axes} for _, axis_names in specs[: len(example)]]
     # the cache arguments (*caches): the shared past, then the row cache
-    dynamic.append(tuple([{2: axes["past"]}] * len(cache) + [{0: axes["batch"], 2: axes["row_past"]}] * len(row_cache)))
-    return torch.onnx.export(
+    cache_axes = tuple([{2: axes["past"]}] * len(cache) + [{0: axes["batch"], 2: axes["row_past"]}] * len(row_cache))
+    program = torch.onnx.export(
         graph_module,
         (*example.values(), *cache, *row_cache),
         input_names=list(graph_inputs(layers, graph_module.takes_embeds)),
         output_names=list(graph_outputs(layers, graph_module.takes_embeds)),
-        dynamic_shapes=tuple(dynamic),
+        dynamic_shapes=(*dynamic, cache_axes),
         opset_version=opset,
         dynamo=True,
         optimize=False,
         verbose=False,
     )
+    assert program is not None  # the dynamo exporter always returns its program
+    return program
 
 
 def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: int, external_data: bool) -> dict:
@@ -178,25 +180,37 @@ def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: i
     return figures
 
 
-def _vision(stage: Stages, lm: torch.nn.Module, out: Path, opset: int) -> dict:
+def _vision(stage: Stages, lm: Any, out: Path, opset: int) -> dict:  # Any: a HF model's attributes are dynamic
     """Trace, save and validate an image-text model's vision graph, and save its text embedding matrix; returns
     the manifest's ``vision`` record."""
     vision_module = VisionGraph(lm).eval()
     tile = lm.config.vision_config.image_size
     with stage("vision") as note:
         program = torch.onnx.export(
-            vision_module, (torch.randn(2, 3, tile, tile),), input_names=["pixel_values"],
-            output_names=["image_features"], dynamic_shapes=({0: torch.export.Dim("tiles")},),
-            opset_version=opset, dynamo=True, optimize=True, verbose=False,
+            vision_module,
+            (torch.randn(2, 3, tile, tile),),
+            input_names=["pixel_values"],
+            output_names=["image_features"],
+            dynamic_shapes=({0: torch.export.Dim("tiles")},),
+            opset_version=opset,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
         )
+        assert program is not None  # the dynamo exporter always returns its program
         program.save(str(out / VISION_FILE))
         figures = validate_vision(vision_module, out / VISION_FILE, tile)
         note(f"{VISION_FILE} {_megabytes(out / VISION_FILE)}, {describe(figures['max_abs_diff'])}")
     embeddings = lm.get_input_embeddings().weight.detach().float().numpy()
     np.save(out / EMBEDDINGS_FILE, embeddings)
     tokens = lm.model.image_seq_len
-    return {"image_token_id": int(lm.config.image_token_id), "tokens_per_tile": int(tokens), "tile_size": int(tile),
-            "scale_factor": int(lm.config.scale_factor), "validation": figures}
+    return {
+        "image_token_id": int(lm.config.image_token_id),
+        "tokens_per_tile": int(tokens),
+        "tile_size": int(tile),
+        "scale_factor": int(lm.config.scale_factor),
+        "validation": figures,
+    }
 
 
 def _write(out: Path, tokenizer, manifest: Manifest, model: str) -> list[str]:
@@ -246,7 +260,9 @@ def export(
         graph_module = AtmanGraph(lm).eval()
         config = graph_module.config  # of the text model, for an image-text model
         image_text = graph_module.takes_embeds
-        kind = f"{lm.config.model_type} (text model {architecture}, {mode})" if image_text else f"{architecture} ({mode})"
+        kind = (
+            f"{lm.config.model_type} (text model {architecture}, {mode})" if image_text else f"{architecture} ({mode})"
+        )
         note(f"{kind} from {origin}")
     if image_text and precision != "fp32":
         raise AtmanError(f"{precision} is not available for image-text models yet; export them in float32")

@@ -53,8 +53,19 @@ TOLERANCE = {
 }
 # Op types kept in float32 in the fp16 graph, besides the attention-score and head nodes found in the graph.
 FP16_OP_BLOCK = (
-    "Softmax", "LogSoftmax", "Log", "Clip", "ReduceMin", "Pow", "ReduceMean", "Sqrt", "Reciprocal",
-    "LayerNormalization", "SimplifiedLayerNormalization", "Range", "CumSum",
+    "Softmax",
+    "LogSoftmax",
+    "Log",
+    "Clip",
+    "ReduceMin",
+    "Pow",
+    "ReduceMean",
+    "Sqrt",
+    "Reciprocal",
+    "LayerNormalization",
+    "SimplifiedLayerNormalization",
+    "Range",
+    "CumSum",
 )
 
 
@@ -69,7 +80,9 @@ def precision_name(dtype: str = "fp32", quantize: str | None = None) -> str:
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise PrecisionError(f"unknown quantization {quantize!r}; supported: {', '.join(QUANTIZATIONS)}")
     if quantize and dtype != "fp32":
-        raise PrecisionError(f"--quantize {quantize} quantizes a float32 graph; it cannot be combined with --dtype {dtype}")
+        raise PrecisionError(
+            f"--quantize {quantize} quantizes a float32 graph; it cannot be combined with --dtype {dtype}"
+        )
     return quantize or dtype
 
 
@@ -100,7 +113,8 @@ def linear_matmuls(model: OnnxModel) -> list[str]:
     """The linear layers int8 takes: MatMul with a constant right-hand side, except the logits projection."""
     head = graph_edit.head_matmuls(model)
     return [
-        n.name for n in model.graph().node
+        n.name
+        for n in model.graph().node
         if n.op_type == "MatMul" and model.get_initializer(n.input[1]) is not None and n.name not in head
     ]
 
@@ -123,13 +137,20 @@ def to_int8(src: Path, dst: Path, external_data: bool = False, method: str = "we
     if method == "weights":
         nbits = _quiet_import_nbits()
         quantizer = nbits.MatMulNBitsQuantizer(
-            model.model, bits=8, block_size=INT8_BLOCK, is_symmetric=True, accuracy_level=INT8_ACCURACY_LEVEL,
-            nodes_to_include=linear, op_types_to_quantize=("MatMul",),
+            model.model,
+            bits=8,
+            block_size=INT8_BLOCK,
+            is_symmetric=True,
+            accuracy_level=INT8_ACCURACY_LEVEL,
+            nodes_to_include=linear,
+            op_types_to_quantize=("MatMul",),
         )
         quantizer.process()
         quantizer.model.save_model_to_file(str(dst), external_data)
-        described = (f"onnxruntime.quantization MatMulNBitsQuantizer: 8-bit symmetric weights, blocks of {INT8_BLOCK}, "
-                     f"accuracy_level {INT8_ACCURACY_LEVEL}")
+        described = (
+            f"onnxruntime.quantization MatMulNBitsQuantizer: 8-bit symmetric weights, blocks of {INT8_BLOCK}, "
+            f"accuracy_level {INT8_ACCURACY_LEVEL}"
+        )
     elif method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -138,8 +159,12 @@ def to_int8(src: Path, dst: Path, external_data: bool = False, method: str = "we
         quant_logger.setLevel(logging.ERROR)
         try:
             quantize_dynamic(
-                model.model, str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=linear,
-                weight_type=QuantType.QInt8, use_external_data_format=external_data,
+                model.model,
+                str(dst),
+                op_types_to_quantize=["MatMul"],
+                nodes_to_quantize=linear,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=external_data,
                 extra_options={"MatMulConstBOnly": True},
             )
         finally:
@@ -169,17 +194,21 @@ def to_fp16(src: Path, dst: Path, external_data: bool = False) -> dict:
     model = _load(src)
     block = fp16_block_list(model)
     kept_by_type = sum(n.op_type in FP16_OP_BLOCK for n in model.graph().node if n.name not in block)
-    converted = OnnxModel(convert_float_to_float16(
-        model.model,
-        keep_io_types=True,
-        op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_OP_BLOCK],
-        node_block_list=sorted(block),
-    ))
+    converted = OnnxModel(
+        convert_float_to_float16(
+            model.model,
+            keep_io_types=True,
+            op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_OP_BLOCK],
+            node_block_list=sorted(block),
+        )
+    )
     graph_edit.drop_duplicate_casts(converted)
     graph_edit.drop_round_trips(converted)
     _save(converted.model, dst, external_data)
-    return {"method": "onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types)",
-            "float32_nodes": len(block) + kept_by_type}
+    return {
+        "method": "onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types)",
+        "float32_nodes": len(block) + kept_by_type,
+    }
 
 
 def _save(model: onnx.ModelProto, path: Path, external_data: bool) -> None:

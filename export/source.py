@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
+from typing import Any
 
 from atman_onnx.core.errors import AtmanError
 
@@ -45,7 +46,7 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> Path:
     if not (folder / gguf_file).is_file():
         raise AtmanError(f"GGUF file not found: {folder / gguf_file}")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype="float32")
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype="float32")  # dynamic HF attrs
     # The weights are plain float32 now; drop the GGUF quantiser marker so the folder saves as a normal model.
     model.hf_quantizer = None
     model.config.__dict__.pop("quantization_config", None)
@@ -84,7 +85,9 @@ def load(model: str, gguf_file: str | None = None):
         raise AtmanError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     if config.model_type in VISION_LANGUAGE:
         architecture(config.text_config.model_type)
-        return AutoModelForImageTextToText.from_pretrained(name, dtype="float32").eval(), AutoTokenizer.from_pretrained(name)
+        return AutoModelForImageTextToText.from_pretrained(name, dtype="float32").eval(), AutoTokenizer.from_pretrained(
+            name
+        )
     architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(name)
     lm = AutoModelForCausalLM.from_pretrained(name, dtype="float32")
@@ -101,7 +104,9 @@ def save_image_settings(model: str, image_seq_len: int, out: Path) -> list[str]:
 
     name = resolve(model)
     AutoImageProcessor.from_pretrained(name).save_pretrained(out)
-    processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[AutoConfig.from_pretrained(name).model_type]
+    processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[
+        AutoConfig.from_pretrained(name).model_type
+    ]
     (out / "processor_config.json").write_text(
         json.dumps({"processor_class": processor, "image_seq_len": image_seq_len}, indent=2) + "\n"
     )

@@ -69,8 +69,11 @@ def compare(session, graph_module: AtmanGraph, feeds: dict[str, np.ndarray]) -> 
     names = list(graph_outputs(graph_module.dims["num_layers"], graph_module.takes_embeds))
     got = dict(zip(names, session.run(None, feeds)))
     want = dict(zip(names, torch_outputs(graph_module, feeds)))
-    diff = {name: float(np.abs(got[name] - want[name]).max()) for name in ("label_logprobs", "inputs_embeds")
-            if name in names}
+    diff = {
+        name: float(np.abs(got[name] - want[name]).max())
+        for name in ("label_logprobs", "inputs_embeds")
+        if name in names
+    }
     diff["present"] = max(float(np.abs(got[n] - want[n]).max()) for n in names if n.startswith("present."))
     return diff
 
@@ -86,8 +89,11 @@ def max_differences(graph_module: AtmanGraph, onnx_path: Path, seed: int = 0) ->
     first_present = 2 if graph_module.takes_embeds else 3  # after label_logprobs, label_logits[, inputs_embeds]
     for i, (batch, seq, labels, past, rows) in enumerate(CASES):
         prefix = as_feeds(graph_module, random_case(vocab, 1, past, 1, seed + 10 + i)) if past else None
-        cache = (torch_outputs(graph_module, prefix)[first_present:] if prefix
-                 else [e.numpy() for e in graph_module.empty_past()])
+        cache = (
+            torch_outputs(graph_module, prefix)[first_present:]
+            if prefix
+            else [e.numpy() for e in graph_module.empty_past()]
+        )
         row_cache = [e.numpy() for e in graph_module.empty_past(batch)]
         if rows:  # the rows' own keys and values of ``rows`` positions fed on top of the past
             before = as_feeds(graph_module, random_case(vocab, batch, rows, 1, seed + 20 + i, past))
@@ -122,7 +128,8 @@ def validate(
     worst = max_differences(graph_module, onnx_path, seed)
     if precision == "fp32":
         failed = [  # "not <=" fails NaN too
-            f"{n} differs by {worst[n]:.2e} > {limit:.0e}" for n, limit in tolerance.items()
+            f"{n} differs by {worst[n]:.2e} > {limit:.0e}"
+            for n, limit in tolerance.items()
             if n in worst and not worst[n] <= limit
         ]
         if failed:
@@ -132,8 +139,10 @@ def validate(
             "max_abs_diff": worst,
             "tolerance": tolerance,
             "cases": "random ids, scales uniform in (0.05, 1]; batch x seq (+ cached past): "
-            + ", ".join(f"{batch}x{seq}" + (f" (+{past}" + (f", rows +{rows})" if rows else ")") if past else "")
-                        for batch, seq, _, past, rows in CASES),
+            + ", ".join(
+                f"{batch}x{seq}" + (f" (+{past}" + (f", rows +{rows})" if rows else ")") if past else "")
+                for batch, seq, _, past, rows in CASES
+            ),
         }
     if not all(math.isfinite(value) for value in worst.values()):
         raise PrecisionError(f"the {precision} graph produces NaN or infinite outputs")
@@ -172,7 +181,13 @@ def validate_vision(vision_module: torch.nn.Module, onnx_path: Path, tile_size: 
         (got,) = session.run(None, {"pixel_values": pixels})
         worst = float(np.maximum(worst, np.abs(got - want).max()))
     if not worst <= VISION_TOLERANCE:
-        raise ValidationError(f"exported vision graph disagrees with PyTorch: image_features differs by {worst:.2e}"
-                              f" > {VISION_TOLERANCE:.0e}")
-    return {"passed": True, "max_abs_diff": {"image_features": worst}, "tolerance": VISION_TOLERANCE,
-            "cases": f"random pixels uniform in [-1, 1]; tiles per call: {', '.join(map(str, VISION_TILES))}"}
+        raise ValidationError(
+            f"exported vision graph disagrees with PyTorch: image_features differs by {worst:.2e}"
+            f" > {VISION_TOLERANCE:.0e}"
+        )
+    return {
+        "passed": True,
+        "max_abs_diff": {"image_features": worst},
+        "tolerance": VISION_TOLERANCE,
+        "cases": f"random pixels uniform in [-1, 1]; tiles per call: {', '.join(map(str, VISION_TILES))}",
+    }

@@ -44,7 +44,11 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def manipulated_scores(
-    raw: torch.Tensor, visible: torch.Tensor | None, scale: torch.Tensor | None, scaling: float, mode: str,
+    raw: torch.Tensor,
+    visible: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    scaling: float,
+    mode: str,
     softcap: float | None = None,
 ) -> torch.Tensor:
     """Scaled, AtMan-manipulated attention scores before masking (docs/method.md, "The manipulation").
@@ -108,7 +112,7 @@ def atman_attention(
     return out, weights
 
 
-def _visibility_mask(*args, **kwargs) -> torch.Tensor:
+def _visibility_mask(*args, **kwargs) -> torch.Tensor | None:
     """transformers' boolean sdpa mask, always materialised: the multiplicative mode needs the visible keys."""
     kwargs["allow_is_causal_skip"] = False
     return sdpa_mask(*args, **kwargs)

@@ -9,12 +9,16 @@ position, so that [batch, seq, vocab] logits never leave the graph.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from atman_onnx.models.patch import text_model
 from atman_onnx.models.registry import Architecture, architecture
+
+# The Hugging Face models wrapped here are typed Any: their config and submodules are dynamic attributes (mypy sees
+# nn.Module.__getattr__'s Tensor | Module).
 
 
 def dims(config, spec: Architecture) -> dict[str, int]:
@@ -40,7 +44,7 @@ class AtmanGraph(torch.nn.Module):
     """Wraps a patched causal LM (or an image-text model's text model and head) with the signature of the exported
     graph; its first input is token ids, or input embeddings when ``takes_embeds``."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         text = text_model(model)
         self.takes_embeds = text is not model
@@ -96,7 +100,8 @@ class AtmanGraph(torch.nn.Module):
         seq = inputs.shape[1]  # the keys and values of the positions fed in this call
         present = [
             t.narrow(2, t.shape[2] - seq, seq)
-            for layer in getattr(out, self.cache_keyword).layers for t in (layer.keys, layer.values)
+            for layer in getattr(out, self.cache_keyword).layers
+            for t in (layer.keys, layer.values)
         ]
         if self.takes_embeds:  # the caller has them: an output of the same name would clash with the input
             return (logprobs, logits, *present)
@@ -107,7 +112,7 @@ class VisionGraph(torch.nn.Module):
     """An image-text model's vision tower and connector: tiles [tiles, 3, S, S] to the features of their image
     tokens [tiles, tokens per tile, hidden], for whole (unpadded) tiles."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.vision = model.model.vision_model
         self.connector = model.model.connector

@@ -9,6 +9,7 @@ so a family whose attention bypasses the registered function is refused instead 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import AttentionInterface
@@ -16,14 +17,17 @@ from transformers import AttentionInterface
 from atman_onnx.models.attention import atman_attention, implementation_name, register
 from atman_onnx.models.registry import VISION_LANGUAGE, Architecture, UnsupportedArchitectureError, architecture
 
+# Hugging Face models are typed Any where their config and submodules are read: those are dynamic attributes (mypy
+# sees nn.Module.__getattr__'s Tensor | Module).
 
-def text_model(model: torch.nn.Module) -> torch.nn.Module:
+
+def text_model(model: Any) -> Any:
     """The part of ``model`` that AtMan manipulates: an image-text model's text model (its vision tower keeps its
     own attention), else the model itself."""
     return model.model.text_model if model.config.model_type in VISION_LANGUAGE else model
 
 
-def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+def patch(model: Any, mode: str) -> torch.nn.Module:
     """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures. Of an
     image-text model only the text model is switched."""
     whole, model = model, text_model(model)
@@ -42,12 +46,12 @@ def patch(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     return whole.eval()
 
 
-def _attention_modules(model: torch.nn.Module) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+def _attention_modules(model: Any) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
     """(decoder layer, its attention module) for every layer."""
     return [(layer, layer.self_attn) for layer in model.base_model.layers]
 
 
-def _relay_scale(model: torch.nn.Module) -> None:
+def _relay_scale(model: Any) -> None:
     """Hooks that take ``atman_scale`` from each decoder layer's keyword arguments and give it to its attention."""
     for layer, attention in _attention_modules(model):
 
@@ -79,8 +83,13 @@ def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
     calls: list[tuple[bool, frozenset[str], float]] = []
 
     def recording(module, query, key, value, attention_mask, **kwargs):
-        calls.append((kwargs.get("atman_scale") is not None, frozenset(kwargs) - {"atman_scale"},
-                      float(kwargs.get("scaling") or 0.0)))
+        calls.append(
+            (
+                kwargs.get("atman_scale") is not None,
+                frozenset(kwargs) - {"atman_scale"},
+                float(kwargs.get("scaling") or 0.0),
+            )
+        )
         return atman_attention(module, query, key, value, attention_mask, mode=mode, **kwargs)
 
     ids = torch.zeros(1, length, dtype=torch.long)
@@ -91,12 +100,13 @@ def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
     finally:
         register()
     return Probe(
-        sum(reached for reached, _, _ in calls), frozenset().union(*(k for _, k, _ in calls)),
+        sum(reached for reached, _, _ in calls),
+        frozenset().union(*(k for _, k, _ in calls)),
         tuple(s for _, _, s in calls),
     )
 
 
-def check(model: torch.nn.Module, mode: str) -> Architecture:
+def check(model: Any, mode: str) -> Architecture:
     """Refuse, in one line, a patched model whose attention does not receive the factors in every layer."""
     model = text_model(model)
     spec = architecture(model.config.model_type)

@@ -7,6 +7,8 @@ its vision tower, its own merging of the image features, and its text model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -42,11 +44,12 @@ def reference_relevance(
     units = groups if groups is not None else [[j] for j in range(n_fed)]
     embeds = text_model(model).get_input_embeddings()(ids)
     if images:  # what the text model is fed: the image features in the place of the image tokens
-        features = torch.cat(model.model.get_image_features(**images).pooler_output)
-        if hasattr(model.model, "inputs_merger"):  # Idefics3
-            embeds = model.model.inputs_merger(ids, embeds, features)
+        inner: Any = model.model  # a Hugging Face model's submodules are dynamic attributes (Tensor | Module to mypy)
+        features = torch.cat(inner.get_image_features(**images).pooler_output)
+        if hasattr(inner, "inputs_merger"):  # Idefics3
+            embeds = inner.inputs_merger(ids, embeds, features)
         else:  # SmolVLM
-            embeds = embeds.masked_scatter(model.model.get_placeholder_mask(ids, embeds, features), features)
+            embeds = embeds.masked_scatter(inner.get_placeholder_mask(ids, embeds, features), features)
     embeds = embeds[0].double()
     explained = sorted({p for unit in units for p in unit})
     rows = []

@@ -34,48 +34,125 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a
     for a in [
-        Architecture("gpt2", LLAMA, ("openai-community/gpt2", "distilbert/distilgpt2"),
-                     ("learned positions", "Conv1D layers"), intermediate="n_inner"),
-        Architecture("llama", LLAMA, ("HuggingFaceTB/SmolLM2-135M-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
-                     ("grouped-query attention",)),
-        Architecture("mistral", SLIDING, ("mistralai/Mistral-7B-Instruct-v0.3",),
-                     ("sliding window on every layer (the mask enforces it over a full cache)",)),
-        Architecture("qwen2", SLIDING, ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
-                     ("q/k/v biases", "sliding window on layers >= max_window_layers when use_sliding_window")),
-        Architecture("qwen3", SLIDING, ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B"),
-                     ("per-head q/k RMSNorm", "sliding window when use_sliding_window")),
-        Architecture("qwen3_moe", SLIDING | {"output_router_logits"}, ("Qwen/Qwen3-30B-A3B",),
-                     ("experts traced with batched_mm",), experts="batched_mm"),
-        Architecture("mixtral", SLIDING | {"output_router_logits"}, ("mistralai/Mixtral-8x7B-Instruct-v0.1",),
-                     ("experts traced with batched_mm", "sliding window"), experts="batched_mm"),
-        Architecture("gemma", LLAMA, ("google/gemma-2b-it", "google/gemma-7b-it"),
-                     ("embeddings scaled by sqrt(hidden) inside the embedding module",)),
-        Architecture("gemma2", SLIDING - {"use_cache"} | {"softcap"}, ("google/gemma-2-2b-it",),
-                     ("attention softcap tanh(s / c) * c before the manipulation", "final logit softcap",
-                      "scaling query_pre_attn_scalar ** -0.5", "alternating sliding and full layers",
-                      "scaled embeddings")),
-        Architecture("gemma3_text", SLIDING - {"use_cache"}, ("google/gemma-3-270m-it", "google/gemma-3-1b-it"),
-                     ("scaling query_pre_attn_scalar ** -0.5", "5 sliding layers to 1 full", "per-layer rope bases",
-                      "scaled embeddings", "final logit softcap when configured")),
-        Architecture("phi3", SLIDING, ("microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-4-mini-instruct"),
-                     ("fused qkv projection", "sliding window when configured")),
+        Architecture(
+            "gpt2",
+            LLAMA,
+            ("openai-community/gpt2", "distilbert/distilgpt2"),
+            ("learned positions", "Conv1D layers"),
+            intermediate="n_inner",
+        ),
+        Architecture(
+            "llama",
+            LLAMA,
+            ("HuggingFaceTB/SmolLM2-135M-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
+            ("grouped-query attention",),
+        ),
+        Architecture(
+            "mistral",
+            SLIDING,
+            ("mistralai/Mistral-7B-Instruct-v0.3",),
+            ("sliding window on every layer (the mask enforces it over a full cache)",),
+        ),
+        Architecture(
+            "qwen2",
+            SLIDING,
+            ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
+            ("q/k/v biases", "sliding window on layers >= max_window_layers when use_sliding_window"),
+        ),
+        Architecture(
+            "qwen3",
+            SLIDING,
+            ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B"),
+            ("per-head q/k RMSNorm", "sliding window when use_sliding_window"),
+        ),
+        Architecture(
+            "qwen3_moe",
+            SLIDING | {"output_router_logits"},
+            ("Qwen/Qwen3-30B-A3B",),
+            ("experts traced with batched_mm",),
+            experts="batched_mm",
+        ),
+        Architecture(
+            "mixtral",
+            SLIDING | {"output_router_logits"},
+            ("mistralai/Mixtral-8x7B-Instruct-v0.1",),
+            ("experts traced with batched_mm", "sliding window"),
+            experts="batched_mm",
+        ),
+        Architecture(
+            "gemma",
+            LLAMA,
+            ("google/gemma-2b-it", "google/gemma-7b-it"),
+            ("embeddings scaled by sqrt(hidden) inside the embedding module",),
+        ),
+        Architecture(
+            "gemma2",
+            SLIDING - {"use_cache"} | {"softcap"},
+            ("google/gemma-2-2b-it",),
+            (
+                "attention softcap tanh(s / c) * c before the manipulation",
+                "final logit softcap",
+                "scaling query_pre_attn_scalar ** -0.5",
+                "alternating sliding and full layers",
+                "scaled embeddings",
+            ),
+        ),
+        Architecture(
+            "gemma3_text",
+            SLIDING - {"use_cache"},
+            ("google/gemma-3-270m-it", "google/gemma-3-1b-it"),
+            (
+                "scaling query_pre_attn_scalar ** -0.5",
+                "5 sliding layers to 1 full",
+                "per-layer rope bases",
+                "scaled embeddings",
+                "final logit softcap when configured",
+            ),
+        ),
+        Architecture(
+            "phi3",
+            SLIDING,
+            ("microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-4-mini-instruct"),
+            ("fused qkv projection", "sliding window when configured"),
+        ),
         Architecture("phi", LLAMA, ("microsoft/phi-2",), ("partial rotary", "biased LM head")),
-        Architecture("smollm3", SLIDING, ("HuggingFaceTB/SmolLM3-3B",), ("NoPE layers", "sliding window when configured")),
-        Architecture("granite", LLAMA, ("ibm-granite/granite-3.3-2b-instruct", "ibm-granite/granite-3.1-8b-instruct"),
-                     ("scaling attention_multiplier", "embedding and residual multipliers",
-                      "logits divided by logits_scaling"), logits_divisor="logits_scaling"),
-        Architecture("olmo2", LLAMA, ("allenai/OLMo-2-0425-1B-Instruct", "allenai/OLMo-2-1124-7B-Instruct"),
-                     ("q/k RMSNorm over the full projection", "post-norm layers")),
-        Architecture("stablelm", frozenset({"dropout", "scaling", "position_ids"}),
-                     ("stabilityai/stablelm-2-1_6b-chat", "stabilityai/stablelm-2-zephyr-1_6b"),
-                     ("decoder layer drops keyword arguments: atman_scale handed on by hooks", "partial rotary"),
-                     relay_scale=True),
-        Architecture("gpt_neox", LLAMA, ("EleutherAI/pythia-160m", "EleutherAI/pythia-1.4b"),
-                     ("no key/value head attribute: heads read from tensor shapes", "partial rotary",
-                      "parallel residual")),
+        Architecture(
+            "smollm3", SLIDING, ("HuggingFaceTB/SmolLM3-3B",), ("NoPE layers", "sliding window when configured")
+        ),
+        Architecture(
+            "granite",
+            LLAMA,
+            ("ibm-granite/granite-3.3-2b-instruct", "ibm-granite/granite-3.1-8b-instruct"),
+            ("scaling attention_multiplier", "embedding and residual multipliers", "logits divided by logits_scaling"),
+            logits_divisor="logits_scaling",
+        ),
+        Architecture(
+            "olmo2",
+            LLAMA,
+            ("allenai/OLMo-2-0425-1B-Instruct", "allenai/OLMo-2-1124-7B-Instruct"),
+            ("q/k RMSNorm over the full projection", "post-norm layers"),
+        ),
+        Architecture(
+            "stablelm",
+            frozenset({"dropout", "scaling", "position_ids"}),
+            ("stabilityai/stablelm-2-1_6b-chat", "stabilityai/stablelm-2-zephyr-1_6b"),
+            ("decoder layer drops keyword arguments: atman_scale handed on by hooks", "partial rotary"),
+            relay_scale=True,
+        ),
+        Architecture(
+            "gpt_neox",
+            LLAMA,
+            ("EleutherAI/pythia-160m", "EleutherAI/pythia-1.4b"),
+            ("no key/value head attribute: heads read from tensor shapes", "partial rotary", "parallel residual"),
+        ),
         Architecture("starcoder2", SLIDING, ("bigcode/starcoder2-3b",), ("sliding window on every layer", "biases")),
-        Architecture("gptj", LLAMA, ("EleutherAI/gpt-j-6b",), ("interleaved partial rotary", "biased LM head"),
-                     intermediate="n_inner"),
+        Architecture(
+            "gptj",
+            LLAMA,
+            ("EleutherAI/gpt-j-6b",),
+            ("interleaved partial rotary", "biased LM head"),
+            intermediate="n_inner",
+        ),
     ]
 }
 
@@ -95,8 +172,11 @@ REFUSED: dict[str, str] = {
 # model (one of the rows above, found by its own model_type) that AtMan manipulates. model_type -> real checkpoints.
 VISION_LANGUAGE: dict[str, tuple[str, ...]] = {
     "idefics3": ("HuggingFaceM4/Idefics3-8B-Llama3",),
-    "smolvlm": ("HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM-500M-Instruct",
-                "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
+    "smolvlm": (
+        "HuggingFaceTB/SmolVLM-256M-Instruct",
+        "HuggingFaceTB/SmolVLM-500M-Instruct",
+        "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+    ),
 }
 
 
@@ -112,4 +192,3 @@ def architecture(model_type: str) -> Architecture:
     raise UnsupportedArchitectureError(
         f"unsupported architecture {model_type!r}{why}; supported: {', '.join(sorted(ARCHITECTURES))}"
     )
-

@@ -110,8 +110,11 @@ def run_batch(graph: Graph, shared: Shared, batch: Batch, stop: Stop | None = No
                 batch.factors[:, :b],
                 np.broadcast_to(where, (n, len(at))),
                 np.broadcast_to(labels[at], (n, len(at))),
-                past=past, rows=rows, run_options=run_options,
-                outputs=("label_logprobs", *(() if last else graph.present_names)), keep=() if last else keep,
+                past=past,
+                rows=rows,
+                run_options=run_options,
+                outputs=("label_logprobs", *(() if last else graph.present_names)),
+                keep=() if last else keep,
             )
         out[:, inside] = result["label_logprobs"][:, : len(inside)]
         if not last:
@@ -138,13 +141,13 @@ def unperturbed(
     """The unperturbed pass over ``fed`` (token ids, or input embeddings [n_fed, hidden]) scoring ``labels`` (the
     last ``len(labels)`` next tokens), in query chunks of ``chunk`` positions where the graph has a row cache: the
     data its plan shares, and the input embeddings [n_fed, hidden] (for conceptual suppression)."""
-    fed = np.asarray(fed)
-    if fed.ndim == 1 and graph.embeddings is not None:  # text alone, for a graph that takes embeddings
-        fed = graph.embed(fed)
-    n_fed = len(fed)
+    fed_array = np.asarray(fed)
+    if fed_array.ndim == 1 and graph.embeddings is not None:  # text alone, for a graph that takes embeddings
+        fed_array = graph.embed(fed_array)
+    n_fed = len(fed_array)
     positions = np.arange(n_fed - len(labels), n_fed)
     label_ids = np.asarray(labels, dtype=np.int64)
-    embeds = fed if fed.ndim == 2 else None  # else the graph returns them
+    embeds = fed_array if fed_array.ndim == 2 else None  # else the graph returns them
     wanted = ("label_logprobs", *(() if embeds is not None else ("inputs_embeds",)), *graph.present_names)
     logprobs, looked_up, cache = np.empty(len(labels), np.float32), [], None
     for a, b in chunks(0, n_fed, chunk if graph.row_past_names else None):
@@ -152,8 +155,13 @@ def unperturbed(
         at, where = scored_in_chunk(positions, inside, a)
         with guarded(stop) as run_options:
             out = graph.run(
-                fed[None, a:b], np.ones((1, b), np.float32), where[None],
-                label_ids[at][None], past=cache, outputs=wanted, run_options=run_options,
+                fed_array[None, a:b],
+                np.ones((1, b), np.float32),
+                where[None],
+                label_ids[at][None],
+                past=cache,
+                outputs=wanted,
+                run_options=run_options,
             )
         logprobs[inside] = out["label_logprobs"][0, : len(inside)]
         if embeds is None:
@@ -161,7 +169,12 @@ def unperturbed(
         new = [out[name] for name in graph.present_names]
         cache = new if cache is None else [np.concatenate(pair, axis=2) for pair in zip(cache, new)]
     shared = Shared(
-        fed if fed.ndim == 2 else fed.astype(np.int64), positions, label_ids, logprobs, tuple(cache or ()), chunk,
+        fed_array if fed_array.ndim == 2 else fed_array.astype(np.int64),
+        positions,
+        label_ids,
+        logprobs,
+        tuple(cache or ()),
+        chunk,
     )
     return shared, embeds if embeds is not None else np.concatenate(looked_up)
 

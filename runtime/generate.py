@@ -14,13 +14,18 @@ def generate(
     """Greedy completion (unperturbed, reusing the graph's key/value cache) of ``prompt`` (token ids, or input
     embeddings [n, hidden]), up to ``max_new_tokens`` tokens or a token in ``end_ids``; returns the new ids. A set
     ``stop`` ends it with ``Stopped``, within one step."""
-    new, past, ids = np.asarray(prompt), None, []
+    new, past = np.asarray(prompt), None
+    ids: list[int] = []
     for _ in range(max_new_tokens):
         total = len(prompt) + len(ids)
         with guarded(stop) as run_options:
             out = graph.run(
-                new[None], np.ones((1, total), np.float32), np.array([[len(new) - 1]]),
-                np.zeros((1, 1), np.int64), past=past, outputs=("label_logits", *graph.present_names),
+                new[None],
+                np.ones((1, total), np.float32),
+                np.array([[len(new) - 1]]),
+                np.zeros((1, 1), np.int64),
+                past=past,
+                outputs=("label_logits", *graph.present_names),
                 run_options=run_options,
             )
         token = int(out["label_logits"][0, 0].argmax())

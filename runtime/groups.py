@@ -54,6 +54,7 @@ def text_spans(
     for lo, hi in regions:
         if granularity == "spans":
             at = lo  # the pieces between delimiters, none of them holding one (a trailing one included)
+            assert delimiter  # spans were not given, so a delimiter was (checked above)
             for m in re.compile(re.escape(delimiter)).finditer(text, lo, hi):
                 pieces.append((at, m.start()))
                 at = m.end()

@@ -78,8 +78,18 @@ class ImageConfig:
             "image_mean": _per_channel(settings.get("image_mean", defaults.image_mean)),
             "image_std": _per_channel(settings.get("image_std", defaults.image_std)),
         }
-        for name in ("do_resize", "do_image_splitting", "resample", "do_rescale", "rescale_factor", "do_normalize",
-                     "image_seq_len", "image_token", "fake_image_token", "global_image_token"):
+        for name in (
+            "do_resize",
+            "do_image_splitting",
+            "resample",
+            "do_rescale",
+            "rescale_factor",
+            "do_normalize",
+            "image_seq_len",
+            "image_token",
+            "fake_image_token",
+            "global_image_token",
+        ):
             if name in settings:
                 fields[name] = settings[name]
         return cls(**fields)
@@ -103,8 +113,13 @@ class ImageConfig:
             tokenizer = _read_json(tokenizer_config)
             extra = tokenizer.get("extra_special_tokens")
             tokens = {**(extra if isinstance(extra, dict) else {}), **tokenizer}
-            data.update({name: tokens[name] for name in ("image_token", "fake_image_token", "global_image_token")
-                         if isinstance(tokens.get(name), str)})
+            data.update(
+                {
+                    name: tokens[name]
+                    for name in ("image_token", "fake_image_token", "global_image_token")
+                    if isinstance(tokens.get(name), str)
+                }
+            )
         return cls.from_dict(data)
 
 

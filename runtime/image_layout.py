@@ -29,8 +29,10 @@ def expand_prompt(text: str, layouts: Sequence[tuple[int, int]], config: ImageCo
     (rows, cols), e.g. ``Processed.layouts``)."""
     pieces = text.split(config.image_token)
     if len(pieces) - 1 != len(layouts):
-        raise InputError(f"the prompt has {len(pieces) - 1} {config.image_token} markers but {len(layouts)} images "
-                         "were given; put one marker where each image goes")
+        raise InputError(
+            f"the prompt has {len(pieces) - 1} {config.image_token} markers but {len(layouts)} images "
+            "were given; put one marker where each image goes"
+        )
     expanded = [pieces[0]]
     for (rows, cols), piece in zip(layouts, pieces[1:]):
         expanded += [image_prompt(rows, cols, config), piece]

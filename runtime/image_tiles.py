@@ -90,8 +90,9 @@ def _process_one(image: Image, config: ImageConfig) -> ProcessedImage:
         image = image.resize(fit_longest_edge(*image.size, config.longest_edge), resample=config.resample)
     tiles, rows, cols = _split(image, config)
     boxes = [(c / cols, r / rows, 1 / cols, 1 / rows) for r in range(rows) for c in range(cols)]
-    return ProcessedImage(_normalise(np.stack(tiles).transpose(0, 3, 1, 2), config), rows, cols, size,
-                          (*boxes, (0.0, 0.0, 1.0, 1.0)))
+    return ProcessedImage(
+        _normalise(np.stack(tiles).transpose(0, 3, 1, 2), config), rows, cols, size, (*boxes, (0.0, 0.0, 1.0, 1.0))
+    )
 
 
 def _split(image: Image, config: ImageConfig) -> tuple[list[np.ndarray], int, int]:
@@ -103,14 +104,17 @@ def _split(image: Image, config: ImageConfig) -> tuple[list[np.ndarray], int, in
     if image.width == tile and image.height == tile:
         return [np.asarray(image)], 0, 0
     pixels, rows, cols = np.asarray(image), image.height // tile, image.width // tile
-    tiles = [pixels[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] for r in range(rows) for c in range(cols)]
+    tiles = [pixels[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)]
     return [*tiles, np.asarray(image.resize((tile, tile), resample=resample))], rows, cols
 
 
 def _normalise(tiles: np.ndarray, config: ImageConfig) -> np.ndarray:
     """uint8 [n, 3, S, S] to float32, with transformers' rescale and normalise, operation for operation."""
-    pixels = (tiles.astype(np.float64) * config.rescale_factor).astype(np.float32) if config.do_rescale \
+    pixels = (
+        (tiles.astype(np.float64) * config.rescale_factor).astype(np.float32)
+        if config.do_rescale
         else tiles.astype(np.float32)
+    )
     if config.do_normalize:
         mean = np.array(config.image_mean, dtype=np.float32)[:, None, None]
         std = np.array(config.image_std, dtype=np.float32)[:, None, None]

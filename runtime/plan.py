@@ -124,7 +124,12 @@ def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: 
 
 
 def batch_size_for(
-    dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, budget_mb: float,
+    dims: dict[str, int],
+    hidden: int,
+    vocab: int,
+    n_fed: int,
+    n_labels: int,
+    budget_mb: float,
     chunk: int | None = None,
 ) -> int:
     """Rows per call: as many as keep one call's activations within ``budget_mb``; in query chunks, no more than
@@ -153,8 +158,16 @@ class Sizing:
 
 
 def size_calls(
-    dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, row_cache: bool, device: str = "cpu",
-    budget_mb: float | None = None, free_mb: float | None = None, chunk_size: int | None = None,
+    dims: dict[str, int],
+    hidden: int,
+    vocab: int,
+    n_fed: int,
+    n_labels: int,
+    row_cache: bool,
+    device: str = "cpu",
+    budget_mb: float | None = None,
+    free_mb: float | None = None,
+    chunk_size: int | None = None,
     batch_size: int | None = None,
 ) -> Sizing:
     """Query chunks, rows per call and the call cost for ``n_fed`` positions scoring ``n_labels`` on ``device``,
@@ -184,8 +197,14 @@ def first_changed(factors: np.ndarray) -> np.ndarray:
 
 
 def plan_batches(
-    starts: np.ndarray, batch_size: int, schedule: str, n_fed: int, waste: float = WASTE, *,
-    call_cost: float = 0, chunk: int | None = None,
+    starts: np.ndarray,
+    batch_size: int,
+    schedule: str,
+    n_fed: int,
+    waste: float = WASTE,
+    *,
+    call_cost: float = 0,
+    chunk: int | None = None,
 ) -> list[tuple[np.ndarray, int]]:
     """(rows, first fed position) per call. Prefix schedule: rows sorted by start; a batch feeds from its first
     row's start. With ``call_cost`` 0 (CPU) a row joins only while its own start lies within ``waste`` of the
@@ -220,7 +239,11 @@ def calls_from(start: int, n_fed: int, chunk: int | None) -> int:
 
 
 def cheapest_batches(
-    sorted_starts: np.ndarray, order: np.ndarray, batch_size: int, n_fed: int, call_cost: float,
+    sorted_starts: np.ndarray,
+    order: np.ndarray,
+    batch_size: int,
+    n_fed: int,
+    call_cost: float,
     chunk: int | None = None,
 ) -> list[tuple[np.ndarray, int]]:
     """The split of the rows ``order`` (sorted by their starts ``sorted_starts``) into runs of at most
@@ -249,8 +272,9 @@ def cheapest_batches(
 def graph_calls(plan: Plan) -> int:
     """Graph calls a plan makes: the unperturbed pass's (one per query chunk), then every batch's."""
     chunk = plan.shared.chunk
-    return calls_from(0, plan.shared.n_fed, chunk) + sum(calls_from(b.start, plan.shared.n_fed, chunk)
-                                                         for b in plan.batches)
+    return calls_from(0, plan.shared.n_fed, chunk) + sum(
+        calls_from(b.start, plan.shared.n_fed, chunk) for b in plan.batches
+    )
 
 
 def make_plan(
@@ -258,7 +282,7 @@ def make_plan(
 ) -> Plan:
     """The batches that compute log p(labels) for every row of ``factors`` [n_rows, n_fed] on ``shared``;
     ``call_cost`` as in ``plan_batches`` (0: the CPU's rule)."""
-    batches = []
+    batches: list[Batch] = []
     split = plan_batches(
         first_changed(factors), batch_size, schedule, shared.n_fed, call_cost=call_cost, chunk=shared.chunk
     )

@@ -12,7 +12,9 @@ def relevance(base_logprobs: np.ndarray, perturbed_logprobs: np.ndarray) -> np.n
     that are not finite (an fp16 graph's overflow, say) are refused rather than turned into NaN relevance."""
     bad = int((~np.isfinite(perturbed_logprobs)).any(axis=-1).sum()) + int(not np.isfinite(base_logprobs).all())
     if bad:
-        raise NumericError(f"the graph gave log-probabilities that are not finite in {bad} of "
-                           f"{len(perturbed_logprobs) + 1} passes; its numbers overflowed (a lower precision "
-                           "export, or a large amplifying factor?)")
+        raise NumericError(
+            f"the graph gave log-probabilities that are not finite in {bad} of "
+            f"{len(perturbed_logprobs) + 1} passes; its numbers overflowed (a lower precision "
+            "export, or a large amplifying factor?)"
+        )
     return (base_logprobs[None, :].astype(np.float64) - perturbed_logprobs.astype(np.float64)).astype(np.float32)

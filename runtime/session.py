@@ -44,8 +44,14 @@ DEVICE_TYPE = {"CUDAExecutionProvider": "cuda", "CPUExecutionProvider": "cpu"}
 # AtMan measures small differences of log-probs: float32 matmuls stay float32 on the GPU (no TF32 tensor cores).
 PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 # Builds of ONNX Runtime on PyPI: each installs the same `onnxruntime` module. The base install brings the CPU one.
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
-                     "onnxruntime-qnn", "onnxruntime-rocm")
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-qnn",
+    "onnxruntime-rocm",
+)
 GPU_DISTRIBUTION = "onnxruntime-gpu"
 GPU_INSTALL = 'pip install "atman-onnx[gpu]"'
 
@@ -109,11 +115,15 @@ def _no_cuda_provider() -> str:
     restore = restore_gpu_build()
     if restore:
         gpu = installed_builds()[GPU_DISTRIBUTION]
-        return (f"provider 'cuda': onnxruntime-gpu {gpu} is installed, but the CPU build of onnxruntime "
-                f"{ort.__version__} was installed over the same files; run `{restore}`")
-    return (f"provider 'cuda' needs the GPU build of ONNX Runtime (this onnxruntime {ort.__version__} offers "
-            f"{', '.join(ort.get_available_providers())}): run `{GPU_INSTALL}`, and for CUDA and cuDNN from PyPI "
-            f'`pip install "{GPU_DISTRIBUTION}[cuda,cudnn]"`')
+        return (
+            f"provider 'cuda': onnxruntime-gpu {gpu} is installed, but the CPU build of onnxruntime "
+            f"{ort.__version__} was installed over the same files; run `{restore}`"
+        )
+    return (
+        f"provider 'cuda' needs the GPU build of ONNX Runtime (this onnxruntime {ort.__version__} offers "
+        f"{', '.join(ort.get_available_providers())}): run `{GPU_INSTALL}`, and for CUDA and cuDNN from PyPI "
+        f'`pip install "{GPU_DISTRIBUTION}[cuda,cudnn]"`'
+    )
 
 
 def provider_loads(name: str, model: Path | bytes) -> bool:
@@ -175,7 +185,10 @@ class Graph:
     """
 
     def __init__(
-        self, folder: str | Path, provider: str | None = None, threads: int | None = None,
+        self,
+        folder: str | Path,
+        provider: str | None = None,
+        threads: int | None = None,
         resident: bool | None = None,
     ):
         self.folder = Path(folder)
@@ -207,6 +220,7 @@ class Graph:
     def embed(self, ids: np.ndarray | list[int]) -> np.ndarray:
         """Input embeddings [..., hidden] of token ids, from the text embedding matrix of a graph that takes
         embeddings (contract version 2)."""
+        assert self.embeddings is not None, "a graph that takes token ids has no embedding matrix"
         return np.ascontiguousarray(self.embeddings[np.asarray(ids, dtype=np.int64)], dtype=np.float32)
 
     def first_input(self, inputs: np.ndarray) -> tuple[str, np.ndarray]:
@@ -265,8 +279,10 @@ class Graph:
         if not keep:
             return dict(zip(outputs, binding.copy_outputs_to_cpu()))
         # an array of a CPU OrtValue shares its memory: copied, so that it outlives the value
-        return {name: value if name in keep else np.array(value.numpy()) for name, value in
-                zip(outputs, binding.get_outputs())}
+        return {
+            name: value if name in keep else np.array(value.numpy())
+            for name, value in zip(outputs, binding.get_outputs())
+        }
 
     def shared_past(self, cache: Sequence[np.ndarray], start: int) -> list[np.ndarray] | list[ort.OrtValue]:
         """The keys and values every row of a batch fed from ``start`` shares: each layer's
@@ -296,8 +312,9 @@ class Graph:
             if self._kept is None or self._kept[0] != key:
                 self._kept = None  # the last plan's values go before this plan's come
                 values = [
-                    ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a, dtype=np.float32), self.device,
-                                                     self.device_id)
+                    ort.OrtValue.ortvalue_from_numpy(
+                        np.ascontiguousarray(a, dtype=np.float32), self.device, self.device_id
+                    )
                     for a in cache
                 ]
                 self._kept = (key, tuple(cache), values)
@@ -307,21 +324,26 @@ class Graph:
         """Per layer, a new OrtValue on this graph's device [rows, heads, n, head_dim]: positions [a, b) (axis 2)
         of each of its parts (float32 OrtValues [rows, heads, positions, head_dim] there) one after another,
         copied on the device."""
+        assert self.copier is not None  # only a resident graph (one with a copier) joins on the device
         self.copier.synchronize()  # the parts were written by calls or copies that may still be queued
         out = []
         for parts in layers:
             rows, heads, _, dim = parts[0][0].shape()
             total = sum(b - a for _, a, b in parts)
-            joined = ort.OrtValue.ortvalue_from_shape_and_type([rows, heads, total, dim], np.float32, self.device,
-                                                               self.device_id)
+            joined = ort.OrtValue.ortvalue_from_shape_and_type(
+                [rows, heads, total, dim], np.float32, self.device, self.device_id
+            )
             item, at = np.dtype(np.float32).itemsize, 0
             for value, a, b in parts:
                 if value.data_type() != "tensor(float)" or value.shape()[:2] != [rows, heads]:
                     raise ValueError(f"cannot join {value.data_type()} {value.shape()} to [{rows}, {heads}, ., {dim}]")
                 self.copier.copy(
-                    joined.data_ptr() + at * dim * item, total * dim * item,
-                    value.data_ptr() + a * dim * item, value.shape()[2] * dim * item,
-                    (b - a) * dim * item, rows * heads,
+                    joined.data_ptr() + at * dim * item,
+                    total * dim * item,
+                    value.data_ptr() + a * dim * item,
+                    value.shape()[2] * dim * item,
+                    (b - a) * dim * item,
+                    rows * heads,
                 )
                 at += b - a
             out.append(joined)

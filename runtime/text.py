@@ -35,7 +35,7 @@ class TextCodec:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> Encoded:
         enc = self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
-        return Encoded(list(enc.ids), [tuple(o) for o in enc.offsets])
+        return Encoded(list(enc.ids), [(start, end) for start, end in enc.offsets])
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

@@ -33,8 +33,7 @@ MAX_SPLIT = 8  # row/column tags looked for: <row_r_col_c> for r, c up to this
 class VisionEncoder:
     """An image-text export's vision graph and image settings."""
 
-    def __init__(self, folder: str | Path, manifest: Manifest, provider: str | None = None,
-                 threads: int | None = None):
+    def __init__(self, folder: str | Path, manifest: Manifest, provider: str | None = None, threads: int | None = None):
         self.session, _ = open_session(Path(folder) / VISION_FILE, provider, threads)
         self.config = ImageConfig.load(folder)
         self.image_token_id = int(manifest.vision["image_token_id"])
@@ -49,12 +48,16 @@ class VisionEncoder:
         marker, layouts, messages = self.config.image_token, processed.layouts, []
         if not any(marker in m["content"] for m in prompt):
             first = next((i for i, m in enumerate(prompt) if m.get("role") == "user"), 0)
-            prompt = [{**m, "content": marker * len(layouts) + m["content"]} if i == first else m
-                      for i, m in enumerate(prompt)]
+            prompt = [
+                {**m, "content": marker * len(layouts) + m["content"]} if i == first else m
+                for i, m in enumerate(prompt)
+            ]
         counts = [m["content"].count(marker) for m in prompt]
         if sum(counts) != len(layouts):
-            raise InputError(f"the messages have {sum(counts)} {marker} markers but {len(layouts)} images were given; "
-                             "put one marker where each image goes")
+            raise InputError(
+                f"the messages have {sum(counts)} {marker} markers but {len(layouts)} images were given; "
+                "put one marker where each image goes"
+            )
         for message, count in zip(prompt, counts):
             messages.append({**message, "content": expand_prompt(message["content"], layouts[:count], self.config)})
             layouts = layouts[count:]
@@ -87,8 +90,9 @@ class VisionEncoder:
         return fed
 
 
-def image_units(positions: Sequence[int], processed: Processed, config: ImageConfig, unit: str = "region",
-                grid: int = DEFAULT_GRID) -> list[Unit]:
+def image_units(
+    positions: Sequence[int], processed: Processed, config: ImageConfig, unit: str = "region", grid: int = DEFAULT_GRID
+) -> list[Unit]:
     """Units over the image tokens at fed ``positions`` (in prompt order), each with its image box.
 
     ``region``: a ``grid x grid`` partition of each image; a cell holds every image token (of the split tiles and
@@ -102,6 +106,7 @@ def image_units(positions: Sequence[int], processed: Processed, config: ImageCon
         raise InputError(f"{len(positions)} image tokens in the prompt, {len(tokens)} in its images")
     groups: dict[tuple[int, ...], list[int]] = {}
     boxes: dict[tuple[int, ...], tuple[float, float, float, float]] = {}
+    key: tuple[int, ...]
     for position, token in zip(positions, tokens):
         left, top, width, height = token.box
         if unit == "token":

@@ -51,7 +51,7 @@ class Service:
             for model in self.models.values():
                 await asyncio.get_running_loop().run_in_executor(None, model.warm_up)
             self.ready = True
-        except Exception as exc:  # noqa: BLE001 - reported by /ready, the service stays up
+        except Exception as exc:
             self.warm_up_error = f"warm-up failed: {type(exc).__name__}: {exc}"
             log.error(self.warm_up_error)
 
@@ -60,8 +60,9 @@ class Service:
         if self.draining:
             return ApiError("draining", "the service is shutting down", headers={"Retry-After": "5"})
         if not self.ready:
-            return ApiError("not_ready", self.warm_up_error or "the models are still warming up",
-                            headers={"Retry-After": "1"})
+            return ApiError(
+                "not_ready", self.warm_up_error or "the models are still warming up", headers={"Retry-After": "1"}
+            )
         return None
 
 
@@ -69,21 +70,26 @@ def _explain_docs() -> dict:
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.explain_request()}}},
         "responses": {
-            "200": {"description": "the explanation; with `Accept: text/event-stream`, Server-Sent Events: "
-                    "`progress` ({done, total, request_id}) after every batch, then one `result` (this object) or "
-                    "`error` ({error, type, request_id})",
-                    "content": {"application/json": {"schema": schema.explanation()},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
+            "200": {
+                "description": "the explanation; with `Accept: text/event-stream`, Server-Sent Events: "
+                "`progress` ({done, total, request_id}) after every batch, then one `result` (this object) or "
+                "`error` ({error, type, request_id})",
+                "content": {
+                    "application/json": {"schema": schema.explanation()},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
             **_error_docs(*_error_statuses()),
         },
     }
 
 
-def _error_docs(*statuses: int) -> dict[str, Any]:
+def _error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of the error replies a route can give, with the kinds each status stands for."""
     kinds = _error_statuses()
-    return {str(s): {"description": kinds[s], "content": {"application/json": {"schema": schema.ERROR}}}
-            for s in statuses}
+    return {
+        str(s): {"description": kinds[s], "content": {"application/json": {"schema": schema.ERROR}}} for s in statuses
+    }
 
 
 def _error_statuses() -> dict[int, str]:
@@ -104,8 +110,12 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
         warming.cancel()
         service.scheduler.close()
 
-    app = FastAPI(title="atman-onnx", version=__version__, lifespan=lifespan,
-                  description="AtMan explanations of exported generative transformers, through ONNX Runtime.")
+    app = FastAPI(
+        title="atman-onnx",
+        version=__version__,
+        lifespan=lifespan,
+        description="AtMan explanations of exported generative transformers, through ONNX Runtime.",
+    )
     app.state.service = service
 
     @app.exception_handler(ApiError)
@@ -128,8 +138,11 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/ready", summary="200 once every model is loaded and warmed up; 503 before, and while draining",
-             responses=_error_docs(503))
+    @app.get(
+        "/ready",
+        summary="200 once every model is loaded and warmed up; 503 before, and while draining",
+        responses=_error_docs(503),
+    )
     async def ready(request: Request) -> JSONResponse:
         down = service.unavailable()
         return _error_reply(request, down) if down else JSONResponse({"status": "ready"})
@@ -152,18 +165,25 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
     async def list_models() -> dict:
         return {"models": [m.describe(config) for m in models.values()]}
 
-    @v1.post("/tokenize", summary="the prompt's tokens, with their character offsets",
-             responses=_error_docs(401, 404, 413, 415, 422),
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": schema.tokenize_request()}}}})
+    @v1.post(
+        "/tokenize",
+        summary="the prompt's tokens, with their character offsets",
+        responses=_error_docs(401, 404, 413, 415, 422),
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema.tokenize_request()}}}
+        },
+    )
     async def tokenize(request: Request) -> dict:
         body = await json_body(request, config.max_body_bytes)
         model = pick(models, body.pop("model", None))
         with _invalid():
             return model.tokenize(body)
 
-    @v1.post("/explain", summary="explain a completion (JSON, or Server-Sent Events with progress)",
-             openapi_extra=_explain_docs())
+    @v1.post(
+        "/explain",
+        summary="explain a completion (JSON, or Server-Sent Events with progress)",
+        openapi_extra=_explain_docs(),
+    )
     async def explain(request: Request) -> Response:
         body = await json_body(request, config.max_body_bytes)
         model = pick(models, body.pop("model", None))
@@ -174,16 +194,23 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
             raise down
         job = service.scheduler.submit(model.name, model.explainer, prepared, request_id(request.scope))
         if "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(stream(job, request.is_disconnected), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                stream(job, request.is_disconnected),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         try:
             explanation = await outcome(job, request.is_disconnected)
-        except Exception as exc:  # noqa: BLE001 - mapped to its status
+        except Exception as exc:
             raise as_api_error(exc) from exc
         return Response(reply(job, explanation), media_type="application/json")
 
-    @v1.post("/report", response_class=HTMLResponse, summary="the HTML report of an explanation (as --html writes)",
-             responses=_error_docs(401, 413, 415, 422))
+    @v1.post(
+        "/report",
+        response_class=HTMLResponse,
+        summary="the HTML report of an explanation (as --html writes)",
+        responses=_error_docs(401, 413, 415, 422),
+    )
     async def report(request: Request) -> HTMLResponse:
         body = await json_body(request, REPORT_BODY_FACTOR * config.max_body_bytes)
         body.pop("request_id", None)
@@ -192,9 +219,13 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel]) -> FastAPI:
 
     app.include_router(v1)
     if config.allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "Accept", HEADER],
-                           expose_headers=[HEADER, "Retry-After"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "Accept", HEADER],
+            expose_headers=[HEADER, "Retry-After"],
+        )
     app.add_middleware(AccessLog, metrics=service.metrics)
     return app
 

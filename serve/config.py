@@ -48,7 +48,9 @@ class ServeConfig:
     def limits(self) -> dict[str, int | float | None]:
         """What ``GET /v1/models`` reports of the limits."""
         return {
-            "max_concurrent": self.max_concurrent, "max_queued": self.max_queued,
-            "request_timeout_s": self.request_timeout, "max_body_bytes": self.max_body_bytes,
+            "max_concurrent": self.max_concurrent,
+            "max_queued": self.max_queued,
+            "request_timeout_s": self.request_timeout,
+            "max_body_bytes": self.max_body_bytes,
             "max_input_tokens": self.max_input_tokens,
         }

@@ -9,12 +9,19 @@ from atman_onnx.core.errors import AtmanError
 
 # kinds that refuse a request before it runs (counted as rejections), with their status
 STATUS = {
-    "invalid_request": 422, "too_large": 413, "unauthorized": 401, "unsupported_media_type": 415,
-    "not_found": 404, "overloaded": 503, "draining": 503, "not_ready": 503,
+    "invalid_request": 422,
+    "too_large": 413,
+    "unauthorized": 401,
+    "unsupported_media_type": 415,
+    "not_found": 404,
+    "overloaded": 503,
+    "draining": 503,
+    "not_ready": 503,
 }
 # why an explanation was cancelled: the reason (a metric label) and how the error message says it
 REASONS = {
-    "disconnected": "the client disconnected", "timeout": "it ran past the request timeout",
+    "disconnected": "the client disconnected",
+    "timeout": "it ran past the request timeout",
     "shutdown": "the service is shutting down",
 }
 

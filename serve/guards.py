@@ -19,8 +19,11 @@ def check_key(request: Request, key: str | None) -> None:
     auth = request.headers.get("authorization", "")
     given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
     if not hmac.compare_digest(given.encode(), key.encode()):
-        raise ApiError("unauthorized", "missing or wrong API key: send `Authorization: Bearer KEY`",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            "unauthorized",
+            "missing or wrong API key: send `Authorization: Bearer KEY`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 async def json_body(request: Request, limit: int) -> dict[str, Any]:

@@ -69,9 +69,12 @@ class Scheduler:
         """Admit and start a job named by its request's id, to run ``prepared`` (``explainer``'s, sized), or refuse
         it (503 ``overloaded``) when every slot and queue place is taken."""
         if len(self.jobs) >= self.capacity:
-            raise ApiError("overloaded", f"the service is busy: {len(self.jobs)} explanations running or queued, "
-                           "its limit (--max-concurrent plus --max-queued); retry later",
-                           headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise ApiError(
+                "overloaded",
+                f"the service is busy: {len(self.jobs)} explanations running or queued, "
+                "its limit (--max-concurrent plus --max-queued); retry later",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         loop = asyncio.get_running_loop()
         job = Job(loop, job_id)
         self.jobs.add(job)
@@ -180,7 +183,7 @@ async def stream(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> Async
         yield sse("progress", {"done": done, "total": total, "request_id": job.id})
     try:
         yield sse("result", reply(job, job.task.result()))
-    except Exception as exc:  # noqa: BLE001 - every failure becomes the stream's one error event
+    except Exception as exc:
         yield sse("error", {**as_api_error(exc).body, "request_id": job.id})
 
 

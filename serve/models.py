@@ -30,14 +30,20 @@ class ServedModel:
         """What ``GET /v1/models`` says of this model."""
         m = self.explainer.manifest
         return {
-            "name": self.name, "source": m.source, "architecture": m.architecture, "mode": m.mode,
-            "precision": m.precision, "provider": self.explainer.graph.device, "max_positions": m.max_positions,
+            "name": self.name,
+            "source": m.source,
+            "architecture": m.architecture,
+            "mode": m.mode,
+            "precision": m.precision,
+            "provider": self.explainer.graph.device,
+            "max_positions": m.max_positions,
             "limits": {**config.limits, "max_input_tokens": self.max_input_tokens(config)},
         }
 
     def max_input_tokens(self, config: ServeConfig) -> int:
-        return min(config.max_input_tokens or self.explainer.manifest.max_positions,
-                   self.explainer.manifest.max_positions)
+        return min(
+            config.max_input_tokens or self.explainer.manifest.max_positions, self.explainer.manifest.max_positions
+        )
 
     def prepare(self, body: dict[str, Any], config: ServeConfig) -> Prepared:
         """``POST /v1/explain``'s body (without ``model``) as a request prepared once (``Explainer.prepare``) and
@@ -52,8 +58,11 @@ class ServedModel:
         ``--max-input-tokens``, before it is admitted: a generated target counts as ``max_new_tokens``."""
         limit = self.max_input_tokens(config)
         if prepared.n_tokens > limit:
-            what = ("prompt and target" if prepared.request.contrast is None
-                    else "prompt and the longer of target and contrast")
+            what = (
+                "prompt and target"
+                if prepared.request.contrast is None
+                else "prompt and the longer of target and contrast"
+            )
             raise InputError(f"the request has {prepared.n_tokens} tokens ({what}); this service takes at most {limit}")
 
     def tokenize(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -64,9 +73,10 @@ class ServedModel:
             raise InputError(f"unknown field {unknown[0]!r}; fields: model, prompt")
         codec = self.explainer.codec
         encoded = encode_prompt(codec, ExplainRequest.from_dict(body).prompt)
-        tokens = [{"id": i, "text": text, "start": start, "end": end}
-                  for i, text, (start, end) in zip(encoded.ids, codec.token_texts(encoded.ids), encoded.offsets,
-                                                   strict=True)]
+        tokens = [
+            {"id": i, "text": text, "start": start, "end": end}
+            for i, text, (start, end) in zip(encoded.ids, codec.token_texts(encoded.ids), encoded.offsets, strict=True)
+        ]
         return {"model": self.name, "text": encoded.text, "tokens": tokens}
 
     def warm_up(self) -> None:
@@ -92,8 +102,9 @@ def pick(models: dict[str, ServedModel], name: Any) -> ServedModel:
     if name is None:
         if len(models) == 1:
             return next(iter(models.values()))
-        raise ApiError("invalid_request", f"field 'model' is required when several models are served; "
-                       f"models: {', '.join(models)}")
+        raise ApiError(
+            "invalid_request", f"field 'model' is required when several models are served; models: {', '.join(models)}"
+        )
     if not isinstance(name, str):
         raise ApiError("invalid_request", f"field 'model' must be a string, got {name!r} ({type(name).__name__})")
     if name not in models:

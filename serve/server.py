@@ -28,17 +28,18 @@ class DrainingServer(uvicorn.Server):
         self.service, self.graceful_timeout = service, graceful_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def startup(self, sockets=None) -> None:  # noqa: ANN001 - uvicorn's signature
+    async def startup(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First signal: drain. Second: exit now. The signal is not re-raised, so a drained exit is status 0."""
-        if self.service.draining or self._loop is None:
+        loop = self._loop
+        if self.service.draining or loop is None:
             self.should_exit = self.force_exit = True
             return
         self.service.draining = True
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
         scheduler = self.service.scheduler
@@ -53,7 +54,11 @@ def serve(config: ServeConfig) -> None:
     models = load_models(config)
     app = create_app(config, models)
     server_config = uvicorn.Config(
-        app, host=config.host, port=config.port, log_level="info", access_log=False,
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        access_log=False,
         timeout_graceful_shutdown=config.graceful_timeout * (1 - DRAIN_SHARE) / 2,
     )
     _log_to_stderr()

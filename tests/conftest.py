@@ -30,19 +30,39 @@ FAMILY_CONFIGS = {
     "mistral": SLIDING,
     "qwen2": {**SLIDING, "use_sliding_window": True, "max_window_layers": 1},
     "qwen3": {**SLIDING, "use_sliding_window": True, "max_window_layers": 1, "head_dim": 16},
-    "qwen3_moe": {**SLIDING, "use_sliding_window": True, "head_dim": 16, "moe_intermediate_size": 32,
-                  "num_experts": 4, "num_experts_per_tok": 2},
+    "qwen3_moe": {
+        **SLIDING,
+        "use_sliding_window": True,
+        "head_dim": 16,
+        "moe_intermediate_size": 32,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+    },
     "mixtral": {**SLIDING, "num_local_experts": 4, "num_experts_per_tok": 2},
     "gemma": {"head_dim": 16},
-    "gemma2": {**SLIDING, "head_dim": 16, "query_pre_attn_scalar": 10, "attn_logit_softcapping": 1.0,
-               "final_logit_softcapping": 2.0},
-    "gemma3_text": {**SLIDING, "head_dim": 16, "query_pre_attn_scalar": 10, "final_logit_softcapping": 3.0,
-                    "layer_types": ["sliding_attention", "full_attention"]},
+    "gemma2": {
+        **SLIDING,
+        "head_dim": 16,
+        "query_pre_attn_scalar": 10,
+        "attn_logit_softcapping": 1.0,
+        "final_logit_softcapping": 2.0,
+    },
+    "gemma3_text": {
+        **SLIDING,
+        "head_dim": 16,
+        "query_pre_attn_scalar": 10,
+        "final_logit_softcapping": 3.0,
+        "layer_types": ["sliding_attention", "full_attention"],
+    },
     "phi3": SLIDING,
     "phi": {},
     "smollm3": {**SLIDING, "use_sliding_window": True, "no_rope_layers": [1, 0]},
-    "granite": {"attention_multiplier": 0.3, "logits_scaling": 2.0, "embedding_multiplier": 3.0,
-                "residual_multiplier": 0.5},
+    "granite": {
+        "attention_multiplier": 0.3,
+        "logits_scaling": 2.0,
+        "embedding_multiplier": 3.0,
+        "residual_multiplier": 0.5,
+    },
     "olmo2": {},
     "stablelm": {},
     "gpt_neox": {},
@@ -65,12 +85,26 @@ def tiny_config(arch: str, vocab_size: int):
         return GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=128, initializer_range=0.1)
     if arch == "llama":
         return LlamaConfig(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.1,
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            initializer_range=0.1,
         )
     common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=128, initializer_range=0.1, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        initializer_range=0.1,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
     )
     config = AutoConfig.for_model(arch, **common, **FAMILY_CONFIGS[arch])
     if hasattr(config, "num_key_value_heads"):
@@ -188,8 +222,13 @@ def tiny_light_export(tmp_path_factory, tiny_model_dir):
     return make
 
 
-IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
-                *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]]
+IMAGE_TOKENS = [
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)],
+]
 TILE = 64  # pixels per tile side of the tiny image-text models: 8 x 8 patches of 8 pixels, 16 image tokens per tile
 
 
@@ -198,14 +237,31 @@ def tiny_vlm(model_type: str, tokenizer):
     vision tower of 64-pixel tiles, and an image processor that resizes images to at most 128 pixels (up to 2 x 2
     tiles)."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, Idefics3ImageProcessorPil, SmolVLMImageProcessorPil
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageTextToText,
+        Idefics3ImageProcessorPil,
+        SmolVLMImageProcessorPil,
+    )
 
     torch.manual_seed(0)
     text = tiny_config("llama", len(tokenizer)).to_dict()
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=TILE,
-                  patch_size=8, initializer_range=0.1)
-    config = AutoConfig.for_model(model_type, text_config=text, vision_config=vision, scale_factor=2,
-                                  image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=TILE,
+        patch_size=8,
+        initializer_range=0.1,
+    )
+    config = AutoConfig.for_model(
+        model_type,
+        text_config=text,
+        vision_config=vision,
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
     model = AutoModelForImageTextToText.from_config(config).eval()
     sizes = dict(size={"longest_edge": 2 * TILE}, max_image_size={"longest_edge": TILE})
     pil = Idefics3ImageProcessorPil if model_type == "idefics3" else SmolVLMImageProcessorPil
@@ -232,7 +288,8 @@ def tiny_vlm_dir(tmp_path_factory, tiny_tokenizer):
             image_processor.save_pretrained(folder)
             processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[model_type]
             (folder / "processor_config.json").write_text(
-                json.dumps({"processor_class": processor, "image_seq_len": 16}))
+                json.dumps({"processor_class": processor, "image_seq_len": 16})
+            )
             made[model_type] = folder
         return made[model_type]
 

@@ -21,15 +21,23 @@ from atman_onnx.runtime.session import gpu_expected
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "atman_onnx.cli", *args], capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "atman_onnx.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_explain_writes_documented_json(tiny_export, tmp_path):
     out = tmp_path / "e.json"
-    done = run_cli("explain", str(tiny_export("llama", "log_additive")), "--prompt", "The dog met the fox",
-                   "--target", " in the garden", "--json", str(out), "--provider", "cpu")
+    done = run_cli(
+        "explain",
+        str(tiny_export("llama", "log_additive")),
+        "--prompt",
+        "The dog met the fox",
+        "--target",
+        " in the garden",
+        "--json",
+        str(out),
+        "--provider",
+        "cpu",
+    )
     assert done.returncode == 0, done.stderr
     assert "most relevant prompt tokens" in done.stdout
     assert done.stderr.startswith("provider: cpu (requested)") == gpu_expected()  # named on GPU installs only
@@ -102,9 +110,13 @@ def test_bad_input_gets_one_line(case, expect, tmp_path, tiny_export):
     elif case == "old_contract":
         args["dir"] = str(old)
     out = tmp_path / "out.json"
-    extra = {"unknown_provider": ["--provider", "tpu"], "zero_batch": ["--batch-size", "0"],
-             "huge_factor": ["--factor", "1e39"], "nan_budget": ["--memory-budget-mb", "nan"],
-             "negative_threads": ["--threads", "-1"]}.get(case, [])
+    extra = {
+        "unknown_provider": ["--provider", "tpu"],
+        "zero_batch": ["--batch-size", "0"],
+        "huge_factor": ["--factor", "1e39"],
+        "nan_budget": ["--memory-budget-mb", "nan"],
+        "negative_threads": ["--threads", "-1"],
+    }.get(case, [])
     done = run_cli("explain", args.pop("dir"), *[x for kv in args.items() for x in kv], "--json", str(out), *extra)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -134,11 +134,16 @@ def test_qa_set_is_what_make_set_generates(qa_set):
     for item in qa_set["items"]:
         source = by_id[item["id"]]
         assert (source["sentences"], source["question"], source["answer"], source["evidence"]) == (
-            item["sentences"], item["question"], item["answer"], item["evidence"]
+            item["sentences"],
+            item["question"],
+            item["answer"],
+            item["evidence"],
         )
-        assert item["prompt"] == make_set.FORMATS[qa_set["format"]].format(
-            context=item["context"], question=item["question"]
-        ) or qa_set["format"] == "chat"
+        assert (
+            item["prompt"]
+            == make_set.FORMATS[qa_set["format"]].format(context=item["context"], question=item["question"])
+            or qa_set["format"] == "chat"
+        )
 
 
 @pytest.mark.slow
@@ -147,8 +152,18 @@ def test_evaluation_runs_end_to_end(smollm2_export, tmp_path):
     import subprocess
 
     out = tmp_path / "results.json"
-    command = [sys.executable, str(EVAL / "run.py"), str(smollm2_export("log_additive")), "--limit", "2",
-               "--methods", "AtMan log_additive s=0", "random (mean of 5 seeds)", "--json", str(out)]
+    command = [
+        sys.executable,
+        str(EVAL / "run.py"),
+        str(smollm2_export("log_additive")),
+        "--limit",
+        "2",
+        "--methods",
+        "AtMan log_additive s=0",
+        "random (mean of 5 seeds)",
+        "--json",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())

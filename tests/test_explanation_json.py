@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_html import make_explanation
 
 from atman_onnx import Explanation, ImageBox, TextSpan, Unit
 from atman_onnx.core.errors import InputError
-from test_html import make_explanation
 
 V1 = Path(__file__).with_name("data") / "explanation-v1.json"
 V2 = Path(__file__).with_name("data") / "explanation-v2.json"
@@ -41,14 +41,21 @@ def test_version_2_file_loads_without_images():
     assert old.units == want.units and np.array_equal(old.relevance, want.relevance) and old.images == ()
     again = json.loads(old.to_json())
     assert {k: v for k, v in again.items() if k not in ("format_version", "images")} == {
-        k: v for k, v in data.items() if k != "format_version"}
+        k: v for k, v in data.items() if k != "format_version"
+    }
 
 
 def test_version_3_types_every_location_and_carries_images():
     data = json.loads(make_explanation().to_json())
     assert data["format_version"] == 3 and data["images"] == []
-    assert data["units"][1] == {"text": "<b>Paris</b>", "start": 0, "end": 12, "segment": "prompt", "positions": [1],
-                                "location": {"type": "text", "segment": "prompt", "start": 0, "end": 12}}
+    assert data["units"][1] == {
+        "text": "<b>Paris</b>",
+        "start": 0,
+        "end": 12,
+        "segment": "prompt",
+        "positions": [1],
+        "location": {"type": "text", "segment": "prompt", "start": 0, "end": 12},
+    }
     assert data["units"][5]["location"] == {"type": "text", "segment": "target", "start": 0, "end": 3}
 
 
@@ -58,8 +65,14 @@ def test_image_box_round_trips():
     units = [*explanation.units[:-1], Unit("image 0, region (0, 1)", 0, 0, "image", (5,), box)]
     with_image = replace(explanation, units=units)
     data = json.loads(with_image.to_json())
-    assert data["units"][-1]["location"] == {"type": "image", "image": 0, "left": 0.25, "top": 0.0, "width": 0.25,
-                                             "height": 0.5}
+    assert data["units"][-1]["location"] == {
+        "type": "image",
+        "image": 0,
+        "left": 0.25,
+        "top": 0.0,
+        "width": 0.25,
+        "height": 0.5,
+    }
     again = Explanation.from_json(with_image.to_json())
     assert again.units == units and again.units[-1].location == box
     pictured = Explanation.from_json(replace(with_image, images=(b"\x89PNG fake", b"GIF89a")).to_json())
@@ -73,22 +86,35 @@ def test_newer_format_is_refused_in_one_line():
         Explanation.from_json(json.dumps(data))
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.pop("units"), "field 'units' is missing"),
-    (lambda d: d.update(suppression_factor="0"), "field 'suppression_factor' must be a finite number, got a string"),
-    (lambda d: d.update(conceptual_threshold=True), "field 'conceptual_threshold' must be a finite number, got a boolean"),
-    (lambda d: d["units"][1].update(positions=[1.5]), "field 'units[1].positions' must be a list of integers"),
-    (lambda d: d["units"][1].update(positions=[99]), "field 'units[1].positions' must list fed positions, 0 to 5"),
-    (lambda d: d["tokens"].__setitem__(0, "<s>"), "tokens[0] must be an object, got a string"),
-    (lambda d: d["relevance"][0].append(1.0), "field 'relevance' must be finite numbers, one row per unit and one "
-                                              "column per target token (6 x 2)"),
-    (lambda d: d["relevance"][0].__setitem__(0, float("nan")), "field 'relevance' must be finite numbers"),
-    (lambda d: d["timings"].update(total_s=None), "field 'timings.total_s' must be a finite number, got null"),
-    (lambda d: d["units"][1].update(location={"type": "image", "image": 0, "left": "0"}),
-     "field 'units[1].location.left' must be a finite number, got a string"),
-    (lambda d: d.update(images=["%%%"]), "field 'images' must be base64 strings"),
-    (lambda d: d.update(format_version="3"), "field 'format_version' must be an integer, got a string"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("units"), "field 'units' is missing"),
+        (
+            lambda d: d.update(suppression_factor="0"),
+            "field 'suppression_factor' must be a finite number, got a string",
+        ),
+        (
+            lambda d: d.update(conceptual_threshold=True),
+            "field 'conceptual_threshold' must be a finite number, got a boolean",
+        ),
+        (lambda d: d["units"][1].update(positions=[1.5]), "field 'units[1].positions' must be a list of integers"),
+        (lambda d: d["units"][1].update(positions=[99]), "field 'units[1].positions' must list fed positions, 0 to 5"),
+        (lambda d: d["tokens"].__setitem__(0, "<s>"), "tokens[0] must be an object, got a string"),
+        (
+            lambda d: d["relevance"][0].append(1.0),
+            "field 'relevance' must be finite numbers, one row per unit and one column per target token (6 x 2)",
+        ),
+        (lambda d: d["relevance"][0].__setitem__(0, float("nan")), "field 'relevance' must be finite numbers"),
+        (lambda d: d["timings"].update(total_s=None), "field 'timings.total_s' must be a finite number, got null"),
+        (
+            lambda d: d["units"][1].update(location={"type": "image", "image": 0, "left": "0"}),
+            "field 'units[1].location.left' must be a finite number, got a string",
+        ),
+        (lambda d: d.update(images=["%%%"]), "field 'images' must be base64 strings"),
+        (lambda d: d.update(format_version="3"), "field 'format_version' must be an integer, got a string"),
+    ],
+)
 def test_a_file_that_is_not_an_explanation_is_refused_naming_the_field(change, message):
     data = json.loads(make_explanation().to_json())
     change(data)

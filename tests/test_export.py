@@ -9,9 +9,6 @@ import onnxruntime as ort
 import pytest
 
 from atman_onnx.cli import main
-from atman_onnx.export.validate import compare, random_case, torch_outputs
-from atman_onnx.models.graph import AtmanGraph
-from atman_onnx.models.patch import patch
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
     graph_inputs,
@@ -20,6 +17,9 @@ from atman_onnx.core.contract import (
     past_names,
     row_past_names,
 )
+from atman_onnx.export.validate import compare, random_case, torch_outputs
+from atman_onnx.models.graph import AtmanGraph
+from atman_onnx.models.patch import patch
 from conftest import ARCHS, MODES
 
 
@@ -56,13 +56,21 @@ def test_cached_prefix_equals_full_pass(tiny_export):
     empty = {n: np.zeros((1, 2, 0, 16), np.float32) for n in names}
     no_rows = {n: np.zeros((2, 2, 0, 16), np.float32) for n in rows}
     want = session.run(["label_logprobs"], {**full, **empty, **no_rows})[0]
-    base = {**full, "attention_scale": np.ones((1, 16), np.float32), **{k: v[:1] for k, v in full.items() if k != "attention_scale"}}
+    base = {
+        **full,
+        "attention_scale": np.ones((1, 16), np.float32),
+        **{k: v[:1] for k, v in full.items() if k != "attention_scale"},
+    }
     one_row = {n: v[:1] for n, v in no_rows.items()}
     presents = session.run([n.replace("past", "present") for n in names], {**base, **empty, **one_row})
     suffix = {
-        "input_ids": full["input_ids"][:, 6:], "attention_mask": full["attention_mask"],
-        "attention_scale": full["attention_scale"], "label_positions": full["label_positions"][:, 6:] - 6,
-        "labels": full["labels"][:, 6:], **{n: p[:, :, :6] for n, p in zip(names, presents)}, **no_rows,
+        "input_ids": full["input_ids"][:, 6:],
+        "attention_mask": full["attention_mask"],
+        "attention_scale": full["attention_scale"],
+        "label_positions": full["label_positions"][:, 6:] - 6,
+        "labels": full["labels"][:, 6:],
+        **{n: p[:, :, :6] for n, p in zip(names, presents)},
+        **no_rows,
     }
     got = session.run(["label_logprobs"], suffix)[0]
     assert np.abs(got - want[:, 6:]).max() < 1e-5
@@ -91,8 +99,16 @@ def test_unsupported_architecture_fails_in_one_line(tmp_path, capsys, tiny_token
     from transformers import OPTConfig, OPTForCausalLM
 
     model_dir = tmp_path / "opt"
-    OPTForCausalLM(OPTConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                             num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(model_dir)
+    OPTForCausalLM(
+        OPTConfig(
+            vocab_size=300,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    ).save_pretrained(model_dir)
     tiny_tokenizer.save_pretrained(model_dir)
     capsys.readouterr()
     assert main(["export", str(model_dir), str(tmp_path / "out")]) == 2

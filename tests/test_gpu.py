@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_runtime_parity import TINY_PROMPT, TINY_TARGET, assert_parity
 
 from atman_onnx import Explainer
 from atman_onnx.core.errors import ProviderError
 from conftest import ARCHS, MODES
-from test_runtime_parity import TINY_PROMPT, TINY_TARGET, assert_parity
 
 pytestmark = pytest.mark.gpu
 BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench.py"
@@ -63,8 +63,22 @@ def test_fp16_on_cuda(on_cuda, tiny_light_export):
 
 def test_benchmark_on_cuda(on_cuda, tiny_export, tmp_path):
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(BENCH), str(tiny_export("llama", "log_additive")), "--provider", "cuda",
-               "--lengths", "16", "48", "--target-tokens", "4", "--repeats", "2", "--json", str(out)]
+    command = [
+        sys.executable,
+        str(BENCH),
+        str(tiny_export("llama", "log_additive")),
+        "--provider",
+        "cuda",
+        "--lengths",
+        "16",
+        "48",
+        "--target-tokens",
+        "4",
+        "--repeats",
+        "2",
+        "--json",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     print(done.stdout)  # the table, for the log

@@ -85,13 +85,16 @@ def test_gpu_query_chunks_only_where_the_budget_needs_them():
 @pytest.mark.parametrize("budget", [None, 64, 1024, 4096])
 def test_cpu_sizing_is_unchanged(n_fed, chunk_size, budget):
     for row_cache in (True, False):
-        sizing = size_calls(DIMS, HIDDEN, VOCAB, n_fed, TARGET_TOKENS, row_cache, "cpu", budget, FREE_40_GB,
-                            chunk_size)
+        sizing = size_calls(DIMS, HIDDEN, VOCAB, n_fed, TARGET_TOKENS, row_cache, "cpu", budget, FREE_40_GB, chunk_size)
         chunk = chunk_for(n_fed, row_cache, chunk_size)
         rows = batch_size_for(DIMS, HIDDEN, VOCAB, n_fed, TARGET_TOKENS, budget or DEFAULT_MEMORY_BUDGET_MB, chunk)
         assert (sizing.chunk, sizing.batch_size, sizing.call_cost) == (chunk, rows, 0)
-        assert size_calls(DIMS, HIDDEN, VOCAB, n_fed, TARGET_TOKENS, row_cache, "cpu", budget, None, chunk_size,
-                          batch_size=3).batch_size == 3
+        assert (
+            size_calls(
+                DIMS, HIDDEN, VOCAB, n_fed, TARGET_TOKENS, row_cache, "cpu", budget, None, chunk_size, batch_size=3
+            ).batch_size
+            == 3
+        )
 
 
 def test_memory_budget_on_a_device():
@@ -123,7 +126,8 @@ def test_the_explainer_sizes_for_its_graphs_device(device):
     explainer = Explainer(StandIn(device, FREE_40_GB), codec=None)
     rows = explainer._batch_size(n_fed, TARGET_TOKENS, request)
     small = Explainer(StandIn(device, FREE_40_GB), codec=None, memory_budget_mb=512)._batch_size(
-        n_fed, TARGET_TOKENS, request)  # a budget asked for wins over the device's
+        n_fed, TARGET_TOKENS, request
+    )  # a budget asked for wins over the device's
     if device == "cuda":
         assert rows >= 64 and small < 8
     else:  # the host budget, as without a device
@@ -170,8 +174,9 @@ def test_keys_and_values_kept_on_the_device_give_the_same_relevance(tiny_export,
     on_device = Explainer(resident, host.codec)
     uploads = []
     real = ort.OrtValue.ortvalue_from_numpy
-    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_numpy",
-                        staticmethod(lambda *a, **k: uploads.append(a[0].shape) or real(*a, **k)))
+    monkeypatch.setattr(
+        ort.OrtValue, "ortvalue_from_numpy", staticmethod(lambda *a, **k: uploads.append(a[0].shape) or real(*a, **k))
+    )
     options = dict(conceptual=0.2, batch_size=3, chunk_size=chunk_size, factor=0.1)
     got = on_device.explain(PROMPT, TARGET, **options)
     monkeypatch.undo()
@@ -191,8 +196,10 @@ def test_a_resident_graph_cuts_and_joins_keys_on_its_device(tiny_export):
     cache = tuple(rng.standard_normal((1, 3, 11, 4)).astype(np.float32) for _ in range(2))
     for start in (0, 1, 7, 11):
         cut = graph.shared_past(cache, start)
-        assert [np.array_equal(np.asarray(c.numpy() if isinstance(c, ort.OrtValue) else c), layer[:, :, :start])
-                for c, layer in zip(cut, cache)] == [True, True]
+        assert [
+            np.array_equal(np.asarray(c.numpy() if isinstance(c, ort.OrtValue) else c), layer[:, :, :start])
+            for c, layer in zip(cut, cache)
+        ] == [True, True]
     rows = [ort.OrtValue.ortvalue_from_numpy(rng.standard_normal((2, 3, n, 4)).astype(np.float32)) for n in (5, 2)]
     new = [ort.OrtValue.ortvalue_from_numpy(rng.standard_normal((2, 3, n, 4)).astype(np.float32)) for n in (3, 6)]
     joined = graph.extend(rows, new)

@@ -31,18 +31,33 @@ window.addEventListener("load", () => {
 
 def make_explanation() -> Explanation:
     """Six units (a zero-width special token, four prompt pieces, one fed target token), two target tokens."""
-    spans = [("<s>", 0, 0, "prompt"), ("<b>Paris</b>", 0, 12, "prompt"), (" & Rome", 12, 19, "prompt"),
-             (":\n", 19, 21, "prompt"), ("  capitals", 21, 31, "prompt"), (" of", 0, 3, "target")]
+    spans = [
+        ("<s>", 0, 0, "prompt"),
+        ("<b>Paris</b>", 0, 12, "prompt"),
+        (" & Rome", 12, 19, "prompt"),
+        (":\n", 19, 21, "prompt"),
+        ("  capitals", 21, 31, "prompt"),
+        (" of", 0, 3, "target"),
+    ]
     tokens = [Token(*s) for s in spans]
     for text, start, end, segment in spans[1:]:
         assert (PROMPT if segment == "prompt" else TARGET)[start:end] == text
     relevance = np.array([[0.0, 0.0], [2.0, 0.5], [-1.0, -0.2], [0.1, 0.0], [0.4, 1.0], [0.05, 0.3]], np.float32)
     return Explanation(
-        prompt=PROMPT, target=TARGET, prompt_ids=[1, 2, 3, 4, 5], target_ids=[6, 7], tokens=tokens,
+        prompt=PROMPT,
+        target=TARGET,
+        prompt_ids=[1, 2, 3, 4, 5],
+        target_ids=[6, 7],
+        tokens=tokens,
         target_tokens=[" of", " France"],
         units=[Unit(t.text, t.start, t.end, t.segment, (i,)) for i, t in enumerate(tokens)],
-        relevance=relevance, mode="log_additive", suppression_factor=0.1, conceptual_threshold=0.7,
-        model="tiny-test", provider="CPUExecutionProvider", timings={"total_s": 0.5, "passes": 7},
+        relevance=relevance,
+        mode="log_additive",
+        suppression_factor=0.1,
+        conceptual_threshold=0.7,
+        model="tiny-test",
+        provider="CPUExecutionProvider",
+        timings={"total_s": 0.5, "passes": 7},
     )
 
 
@@ -78,9 +93,19 @@ def render_in_chromium(page: str, tmp_path: Path) -> str:
     path = tmp_path / "report.html"
     path.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     command = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom", path.as_uri(),
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=2000",
+        "--dump-dom",
+        path.as_uri(),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -34,15 +34,25 @@ def pixels_of(data: bytes) -> np.ndarray:
 
 def hand_made(boxes: list[tuple[ImageBox, list[float]]], images: tuple[bytes, ...]) -> Explanation:
     """A prompt word "look" with relevance (5, 5), then one image token and unit per box with its relevance row."""
-    tokens = [Token("look", 0, 4, "prompt")] + [Token("<image>", 4 + 7 * i, 11 + 7 * i, "prompt")
-                                                for i in range(len(boxes))]
+    tokens = [Token("look", 0, 4, "prompt")] + [
+        Token("<image>", 4 + 7 * i, 11 + 7 * i, "prompt") for i in range(len(boxes))
+    ]
     units = [Unit("look", 0, 4, "prompt", (0,))] + [
-        Unit(f"image {box.image + 1}, region {i}", 0, 0, "image", (i + 1,), box) for i, (box, _) in enumerate(boxes)]
+        Unit(f"image {box.image + 1}, region {i}", 0, 0, "image", (i + 1,), box) for i, (box, _) in enumerate(boxes)
+    ]
     relevance = np.array([[5.0, 5.0]] + [row for _, row in boxes], dtype=np.float32)
     return Explanation(
-        prompt="look" + "<image>" * len(boxes), target=" here", prompt_ids=list(range(len(tokens))),
-        target_ids=[90, 91], tokens=tokens, target_tokens=[" he", "re"], units=units, relevance=relevance,
-        mode="log_additive", suppression_factor=0.1, images=images,
+        prompt="look" + "<image>" * len(boxes),
+        target=" here",
+        prompt_ids=list(range(len(tokens))),
+        target_ids=[90, 91],
+        tokens=tokens,
+        target_tokens=[" he", "re"],
+        units=units,
+        relevance=relevance,
+        mode="log_additive",
+        suppression_factor=0.1,
+        images=images,
     )
 
 
@@ -54,8 +64,9 @@ def blend(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 def test_overlay_colours_each_box_by_its_relevance():
     image = png(40, 20)
     # total +2 and -1; the prompt word's +10 is larger but the image is scaled by its own largest value (2)
-    explanation = hand_made([(ImageBox(0, 0.0, 0.0, 0.25, 0.5), [1.5, 0.5]),
-                             (ImageBox(0, 0.5, 0.5, 0.25, 0.5), [-1.0, 0.0])], (image,))
+    explanation = hand_made(
+        [(ImageBox(0, 0.0, 0.0, 0.25, 0.5), [1.5, 0.5]), (ImageBox(0, 0.5, 0.5, 0.25, 0.5), [-1.0, 0.0])], (image,)
+    )
     drawn = np.asarray(overlay(explanation), dtype=np.int64)
     original = pixels_of(image)
     assert drawn.shape[1] == 40 and drawn.shape[0] > 20  # the image, then the legend strip below it
@@ -70,8 +81,9 @@ def test_overlay_colours_each_box_by_its_relevance():
 def test_overlapping_boxes_add_up_and_the_legend_spans_the_palette():
     image = png(40, 20, seed=1)
     # the global image's unit (whole image, +1) under a tile's unit (left half, -3): the left half sums to -2
-    explanation = hand_made([(ImageBox(0, 0.0, 0.0, 0.5, 1.0), [-3.0, 0.0]),
-                             (ImageBox(0, 0.0, 0.0, 1.0, 1.0), [0.5, 0.5])], (image,))
+    explanation = hand_made(
+        [(ImageBox(0, 0.0, 0.0, 0.5, 1.0), [-3.0, 0.0]), (ImageBox(0, 0.0, 0.0, 1.0, 1.0), [0.5, 0.5])], (image,)
+    )
     drawn = np.asarray(overlay(explanation), dtype=np.int64)
     original = pixels_of(image)
     assert np.array_equal(drawn[:20, :20], blend(original[:, :20], NEGATIVE))  # -2 / 2
@@ -101,15 +113,18 @@ def test_overlay_refusals(monkeypatch):
 def test_report_of_a_tiff_embeds_it_as_png_with_its_boxes():
     buffer = io.BytesIO()
     Image.open(io.BytesIO(png(30, 20))).save(buffer, format="TIFF")  # browsers do not show TIFF
-    explanation = hand_made([(ImageBox(0, 0.0, 0.0, 0.5, 1.0), [1.0, 0.0]),
-                             (ImageBox(0, 0.5, 0.0, 0.5, 1.0), [-0.5, 0.0])], (buffer.getvalue(),))
+    explanation = hand_made(
+        [(ImageBox(0, 0.0, 0.0, 0.5, 1.0), [1.0, 0.0]), (ImageBox(0, 0.5, 0.0, 0.5, 1.0), [-0.5, 0.0])],
+        (buffer.getvalue(),),
+    )
     page = explanation.to_html()
     src = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert len(src) == 1 and np.array_equal(pixels_of(base64.b64decode(src[0])), pixels_of(png(30, 20)))
     boxes = elements("div", page, "box")  # side by side, no overlap: one view; scaled by the word's total, 10
     assert [(b["data-index"], b["style"]) for b in boxes] == [
         ("1", "left: 0.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(251, 233, 234)"),
-        ("2", "left: 50.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(244, 247, 252)")]
+        ("2", "left: 50.000%; top: 0.000%; width: 50.000%; height: 100.000%; background: rgb(244, 247, 252)"),
+    ]
     assert [b["title"] for b in boxes] == ["image 1, region 0 \u00b7 +1.0000", "image 1, region 1 \u00b7 -0.5000"]
     assert '>look</span><span class="imgref">[image 1]</span></div>' in page and "&lt;image&gt;" not in page
 
@@ -118,11 +133,25 @@ def test_overlay_flag_refusals_write_nothing(tmp_path, capsys):
     out = tmp_path / "out.png"
     assert main(["explain", str(tmp_path), "--prompt", "a dog", "--overlay", str(out)]) == 2
     assert capsys.readouterr().err == (
-        "atman-onnx: error: --overlay draws on the prompt's images: give them with --image\n")
+        "atman-onnx: error: --overlay draws on the prompt's images: give them with --image\n"
+    )
     (tmp_path / "a.png").write_bytes(png(8, 8))
     missing = tmp_path / "nowhere" / "out.png"
-    assert main(["explain", str(tmp_path), "--prompt", "a <image>", "--image", str(tmp_path / "a.png"),
-                 "--overlay", str(missing)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(tmp_path),
+                "--prompt",
+                "a <image>",
+                "--image",
+                str(tmp_path / "a.png"),
+                "--overlay",
+                str(missing),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().endswith(f"cannot write {missing}: folder {missing.parent} does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
@@ -139,18 +168,40 @@ def cli_run(tiny_vlm_export, tmp_path_factory):
     for n, size in enumerate(SIZES):
         images.append(out / f"in{n + 1}.png")
         images[-1].write_bytes(png(*size, seed=n))
-    code = main(["explain", str(folder), "--prompt", "A <image> and <image> in the", "--target",
-                 " garden", "--image", str(images[0]), "--image", str(images[1]), "--granularity", "word",
-                 "--image-units", "token", "--provider", "cpu", "--quiet", "--json", str(out / "e.json"),
-                 "--html", str(out / "e.html"), "--overlay", str(out / "heat.png")])
+    code = main(
+        [
+            "explain",
+            str(folder),
+            "--prompt",
+            "A <image> and <image> in the",
+            "--target",
+            " garden",
+            "--image",
+            str(images[0]),
+            "--image",
+            str(images[1]),
+            "--granularity",
+            "word",
+            "--image-units",
+            "token",
+            "--provider",
+            "cpu",
+            "--quiet",
+            "--json",
+            str(out / "e.json"),
+            "--html",
+            str(out / "e.html"),
+            "--overlay",
+            str(out / "heat.png"),
+        ]
+    )
     assert code == 0
     return out, Explanation.from_json((out / "e.json").read_text())
 
 
 def test_cli_overlay_writes_one_png_per_image(cli_run):
     out, explanation = cli_run
-    assert sorted(p.name for p in out.iterdir()) == ["e.html", "e.json", "heat-2.png", "heat.png", "in1.png",
-                                                      "in2.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["e.html", "e.json", "heat-2.png", "heat.png", "in1.png", "in2.png"]
     assert len(explanation.images) == 2
     for n, (name, (width, height)) in enumerate(zip(["heat.png", "heat-2.png"], SIZES)):
         written = pixels_of((out / name).read_bytes())
@@ -184,8 +235,10 @@ window.addEventListener("load", () => {
 
 def elements(name: str, dom: str, cls: str | None = None) -> list[dict[str, str]]:
     """The attributes of each ``name`` element of serialised HTML (only those of class ``cls`` when given)."""
-    found = [{k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', attrs)}
-             for attrs in re.findall(rf"<{name}(\s[^>]*)?>", dom)]
+    found = [
+        {k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', attrs)}
+        for attrs in re.findall(rf"<{name}(\s[^>]*)?>", dom)
+    ]
     return [f for f in found if cls is None or cls in f.get("class", "").split()]
 
 
@@ -234,8 +287,9 @@ def test_chromium_shows_box_scores_and_recolours_them(report):
     for key, box in (("hovered", boxes[3]), ("tapped", boxes[-1])):
         i = int(box["data-index"])
         unit = explanation.units[i]
-        assert body[f"data-{key}"] == (f"#{i} \u201c{unit.text}\u201d (image): relevance {total[i]:+.4f} "
-                                       "for all target tokens (sum)")
+        assert body[f"data-{key}"] == (
+            f"#{i} \u201c{unit.text}\u201d (image): relevance {total[i]:+.4f} for all target tokens (sum)"
+        )
         assert box["title"] == f"{unit.text} \u00b7 {first[i]:+.4f}"  # the probe ends on target token 0
     assert "picked" in boxes[-1]["class"]
     for b in boxes:

@@ -24,20 +24,51 @@ PROCESSORS = {"idefics3": transformers.Idefics3ImageProcessorPil, "smolvlm": tra
 SMALL = {"max_image_size": {"longest_edge": 64}, "size": {"longest_edge": 256}}
 # SmolVLM-256M-Instruct's preprocessor_config.json and processor_config.json, as on the hub.
 SMOLVLM_256M = {
-    "do_convert_rgb": True, "do_image_splitting": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
-    "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-    "image_processor_type": "Idefics3ImageProcessor", "max_image_size": {"longest_edge": 512},
-    "processor_class": "Idefics3Processor", "resample": 1, "rescale_factor": 0.00392156862745098,
+    "do_convert_rgb": True,
+    "do_image_splitting": True,
+    "do_normalize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+    "image_processor_type": "Idefics3ImageProcessor",
+    "max_image_size": {"longest_edge": 512},
+    "processor_class": "Idefics3Processor",
+    "resample": 1,
+    "rescale_factor": 0.00392156862745098,
     "size": {"longest_edge": 2048},
 }
 SMOLVLM_256M_PROCESSOR = {"image_seq_len": 64, "processor_class": "Idefics3Processor"}
 # (width, height): tiny, odd, square, exactly one tile, just over, very wide and tall, larger than the first resize
-SMALL_SIZES = [(1, 1), (2, 7), (7, 2), (63, 63), (64, 64), (65, 64), (64, 65), (128, 64), (64, 128), (129, 63),
-               (200, 199), (300, 300), (1000, 9), (9, 1000), (999, 1), (257, 511), (5000, 4000)]
+SMALL_SIZES = [
+    (1, 1),
+    (2, 7),
+    (7, 2),
+    (63, 63),
+    (64, 64),
+    (65, 64),
+    (64, 65),
+    (128, 64),
+    (64, 128),
+    (129, 63),
+    (200, 199),
+    (300, 300),
+    (1000, 9),
+    (9, 1000),
+    (999, 1),
+    (257, 511),
+    (5000, 4000),
+]
 REAL_SIZES = [(640, 480), (301, 899), (512, 512), (4000, 30), (17, 1)]
 WORDS = ["[UNK]", " ", "\n", "Describe", "this", "and", "that", "."]
-IMAGE_TOKENS = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
-                *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))]
+IMAGE_TOKENS = [
+    "<image>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<end_of_utterance>",
+    *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)),
+]
 
 
 def random_image(width: int, height: int, seed: int = 0, channels: int = 3) -> Image.Image:
@@ -80,18 +111,26 @@ def test_pixels_equal_transformers_smolvlm_256m(kind, size):
     assert_same_pixels(kind, [random_image(*size)], SMOLVLM_256M)
 
 
-@pytest.mark.parametrize("settings", [
-    {**SMOLVLM_256M, "do_image_splitting": False},
-    {**SMOLVLM_256M, "do_resize": False},
-    {**SMALL, "do_resize": False, "resample": 3, "do_normalize": False},
-    {**SMALL, "do_rescale": False, "image_mean": [0.4, 0.5, 0.6], "image_std": [0.2, 0.3, 0.25]},
-    {"max_image_size": {"longest_edge": 64}, "size": {"longest_edge": 200}},  # not a multiple of the tile
-    {},  # transformers' defaults: 364 px tiles, 1456 px longest edge
-], ids=["256m-no-split", "256m-no-resize", "no-resize-bicubic", "no-rescale-own-mean", "edge-200", "defaults"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {**SMOLVLM_256M, "do_image_splitting": False},
+        {**SMOLVLM_256M, "do_resize": False},
+        {**SMALL, "do_resize": False, "resample": 3, "do_normalize": False},
+        {**SMALL, "do_rescale": False, "image_mean": [0.4, 0.5, 0.6], "image_std": [0.2, 0.3, 0.25]},
+        {"max_image_size": {"longest_edge": 64}, "size": {"longest_edge": 200}},  # not a multiple of the tile
+        {},  # transformers' defaults: 364 px tiles, 1456 px longest edge
+    ],
+    ids=["256m-no-split", "256m-no-resize", "no-resize-bicubic", "no-rescale-own-mean", "edge-200", "defaults"],
+)
 def test_pixels_equal_transformers_other_settings(settings):
     # several images in one call, their tiles concatenated; 65 x 64 unresized rounds up to 2 x 2 tiles, not 1 x 2
-    images = [random_image(700, 300), random_image(64, 64, seed=1), random_image(90, 250, seed=2),
-              random_image(65, 64, seed=3)]
+    images = [
+        random_image(700, 300),
+        random_image(64, 64, seed=1),
+        random_image(90, 250, seed=2),
+        random_image(65, 64, seed=3),
+    ]
     assert_same_pixels("idefics3", images, settings)
 
 
@@ -141,8 +180,9 @@ def tokenizer(**extra_special_tokens):
     words = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
     words.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s|\."), behavior="isolated")
     words.add_special_tokens([*IMAGE_TOKENS, *extra_special_tokens.values()])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]",
-                                                extra_special_tokens=extra_special_tokens)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=words, unk_token="[UNK]", extra_special_tokens=extra_special_tokens
+    )
 
 
 def smolvlm_processor(monkeypatch, image_processor, tok, image_seq_len):
@@ -151,8 +191,11 @@ def smolvlm_processor(monkeypatch, image_processor, tok, image_seq_len):
 
     monkeypatch.setattr(module, "num2words", str)
     check = module.SmolVLMProcessor.check_argument_for_proper_class
-    monkeypatch.setattr(module.SmolVLMProcessor, "check_argument_for_proper_class",
-                        lambda self, name, arg: None if name == "video_processor" else check(self, name, arg))
+    monkeypatch.setattr(
+        module.SmolVLMProcessor,
+        "check_argument_for_proper_class",
+        lambda self, name, arg: None if name == "video_processor" else check(self, name, arg),
+    )
     return module.SmolVLMProcessor(image_processor, tok, None, image_seq_len=image_seq_len)
 
 
@@ -189,8 +232,10 @@ def test_prompt_ids_equal_transformers(kind, split, monkeypatch):
 
 def test_prompt_layout_by_hand():
     config = ImageConfig(image_seq_len=4)
-    assert image_prompt(0, 0, config) == "<fake_token_around_image><global-img>" + "<image>" * 4 + \
-        "<fake_token_around_image>"
+    assert (
+        image_prompt(0, 0, config)
+        == "<fake_token_around_image><global-img>" + "<image>" * 4 + "<fake_token_around_image>"
+    )
     tile = "<image>" * 4
     assert image_prompt(2, 1, config) == (
         f"<fake_token_around_image><row_1_col_1>{tile}\n<fake_token_around_image><row_2_col_1>{tile}\n"
@@ -217,12 +262,18 @@ def test_smolvlm_token_strings_come_from_its_tokenizer(tmp_path, monkeypatch):
 
 def test_loads_what_idefics3_processor_saves(tmp_path):
     settings = {**SMALL, "resample": 2, "do_image_splitting": False, "image_mean": [0.1, 0.2, 0.3]}
-    transformers.Idefics3Processor(PROCESSORS["idefics3"](**settings), tokenizer(), image_seq_len=16) \
-        .save_pretrained(tmp_path)
+    transformers.Idefics3Processor(PROCESSORS["idefics3"](**settings), tokenizer(), image_seq_len=16).save_pretrained(
+        tmp_path
+    )
     assert json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]["resample"] == 2
-    assert ImageConfig.load(tmp_path) == ImageConfig(tile_size=64, longest_edge=256, resample=2,
-                                                     do_image_splitting=False, image_mean=(0.1, 0.2, 0.3),
-                                                     image_seq_len=16)
+    assert ImageConfig.load(tmp_path) == ImageConfig(
+        tile_size=64,
+        longest_edge=256,
+        resample=2,
+        do_image_splitting=False,
+        image_mean=(0.1, 0.2, 0.3),
+        image_seq_len=16,
+    )
 
 
 def test_loads_hub_checkpoint_layout(tmp_path):
@@ -270,13 +321,18 @@ def test_image_features_fill_tokens_in_token_boxes_order(monkeypatch):
     ids = torch.tensor([tok(expand_prompt("this <image> and <image>", processed.layouts, config))["input_ids"]])
     image_id = tok.convert_tokens_to_ids("<image>")
     starts = np.cumsum([0] + [len(image.boxes) for image in processed.images])
-    tags = [(image, tile - starts[image], patch) for image in range(len(images))
-            for tile in range(starts[image], starts[image + 1]) for patch in range(4)]
+    tags = [
+        (image, tile - starts[image], patch)
+        for image in range(len(images))
+        for tile in range(starts[image], starts[image + 1])
+        for patch in range(4)
+    ]
     features = torch.tensor(tags, dtype=torch.float32)
     model = SimpleNamespace(config=SimpleNamespace(image_token_id=image_id))
     merged = Idefics3Model.inputs_merger(model, ids, torch.full((1, ids.shape[1], 3), -1.0), features)[0]
-    placed = [tuple(int(v) for v in row) for row, is_image in zip(merged.tolist(), (ids[0] == image_id).tolist())
-              if is_image]
+    placed = [
+        tuple(int(v) for v in row) for row, is_image in zip(merged.tolist(), (ids[0] == image_id).tolist()) if is_image
+    ]
     assert placed == [(t.image, t.tile, t.patch) for t in token_boxes(processed, config)]
     assert [t.tile for t in token_boxes(processed, config) if t.image == 0][::4] == list(range(9))  # 2 x 4 + 1
 
@@ -323,13 +379,16 @@ def test_without_pillow(monkeypatch):
         load_image(b"anything")
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"image_seq_len": 10}, "image_seq_len must be a square number, got 10"),
-    ({"processor_class": "LlavaProcessor"}, "processor 'LlavaProcessor' is not supported"),
-    ({"size": {"height": 10, "width": 10}}, "size must give a longest_edge"),
-    ({"max_image_size": {"longest_edge": 0}}, "tile_size must be a positive integer, got 0"),
-    ({"resample": 9}, "resample must be a PIL filter 0-5, got 9"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"image_seq_len": 10}, "image_seq_len must be a square number, got 10"),
+        ({"processor_class": "LlavaProcessor"}, "processor 'LlavaProcessor' is not supported"),
+        ({"size": {"height": 10, "width": 10}}, "size must give a longest_edge"),
+        ({"max_image_size": {"longest_edge": 0}}, "tile_size must be a positive integer, got 0"),
+        ({"resample": 9}, "resample must be a PIL filter 0-5, got 9"),
+    ],
+)
 def test_bad_configs(data, message):
     with pytest.raises(ContractError, match=message):
         ImageConfig.from_dict(data)

@@ -9,8 +9,15 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"core": "core", "models": "models", "export": "export", "runtime": "runtime", "atman_onnx": "api",
-           "serve": "serve", "cluster": "cluster"}
+FOLDERS = {
+    "core": "core",
+    "models": "models",
+    "export": "export",
+    "runtime": "runtime",
+    "atman_onnx": "api",
+    "serve": "serve",
+    "cluster": "cluster",
+}
 SHELL_MODULES = {"atman_onnx.cli"}  # the command line is a shell that lives in the API's folder
 # what each part may import besides itself
 ALLOWED = {
@@ -85,7 +92,8 @@ def graph() -> dict[str, set[str]]:
 def test_no_upward_import():
     upward = [
         f"{module} ({part(module)}) imports {target} ({part(target)})"
-        for module, targets in graph().items() for target in sorted(targets)
+        for module, targets in graph().items()
+        for target in sorted(targets)
         if part(target) != part(module) and part(target) not in ALLOWED[part(module)]
     ]
     assert not upward, "\n".join(upward)
@@ -102,7 +110,7 @@ def test_no_import_cycle():
         path.append(node)
         for target in sorted(edges.get(node, ())):
             if state[target] == 1:
-                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif state[target] == 0:
                 visit(target)
         path.pop()
@@ -118,3 +126,9 @@ def test_the_checks_see_the_project():
     edges = graph()
     assert len(edges) > 40
     assert "atman_onnx.runtime.plan" in edges["atman_onnx.runtime.execute"]
+
+
+def test_no_module_over_300_lines():
+    """Small modules with one job each: a module past 300 lines has grown a second job."""
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 300}
+    assert not long, long

@@ -78,7 +78,9 @@ def test_graph_module_logprobs_match_logits():
     ids = torch.randint(0, 300, (1, 7))
     positions, labels = torch.tensor([[2, 6]]), torch.tensor([[5, 9]])
     with torch.no_grad():
-        logprobs, _, embeds, *present = AtmanGraph(model)(ids, torch.ones_like(ids), torch.ones(1, 7), positions, labels)
+        logprobs, _, embeds, *present = AtmanGraph(model)(
+            ids, torch.ones_like(ids), torch.ones(1, 7), positions, labels
+        )
         full = torch.log_softmax(model(input_ids=ids).logits, dim=-1)
     assert torch.allclose(logprobs[0], full[0, [2, 6], [5, 9]], atol=1e-5)
     assert embeds.shape == (1, 7, 64)
@@ -87,5 +89,7 @@ def test_graph_module_logprobs_match_logits():
 
 def test_unsupported_architecture_is_named():
     assert architecture("qwen2").model_type == "qwen2" and "sliding_window" in architecture("qwen2").keywords
-    with pytest.raises(UnsupportedArchitectureError, match="'bert'; supported: gemma, gemma2, gemma3_text, gpt2, gpt_neox"):
+    with pytest.raises(
+        UnsupportedArchitectureError, match="'bert'; supported: gemma, gemma2, gemma3_text, gpt2, gpt_neox"
+    ):
         architecture("bert")

@@ -64,8 +64,9 @@ def test_no_call_cost_keeps_the_waste_rule():
 
 
 def cost_of(batches, n_fed, call_cost, chunk=None):
-    return sum(call_cost * calls_from(start, n_fed, chunk) + len(rows) * max(0, n_fed - start)
-               for rows, start in batches)
+    return sum(
+        call_cost * calls_from(start, n_fed, chunk) + len(rows) * max(0, n_fed - start) for rows, start in batches
+    )
 
 
 def cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk=None):
@@ -75,8 +76,10 @@ def cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk=None):
     def best(i):
         if i == len(s):
             return 0
-        return min(call_cost * calls_from(s[i], n_fed, chunk) + (j - i) * max(0, n_fed - s[i]) + best(j)
-                   for j in range(i + 1, min(len(s), i + batch_size) + 1))
+        return min(
+            call_cost * calls_from(s[i], n_fed, chunk) + (j - i) * max(0, n_fed - s[i]) + best(j)
+            for j in range(i + 1, min(len(s), i + batch_size) + 1)
+        )
 
     return best(0)
 
@@ -94,7 +97,8 @@ def test_call_cost_batches_are_the_cheapest_and_within_the_batch_size(chunk):
         assert all(1 <= len(r) <= batch_size for r, _ in batches)
         assert all(start == starts[r].min() for r, start in batches)  # a batch feeds from its earliest start
         assert cost_of(batches, n_fed, call_cost, chunk) == pytest.approx(
-            cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk))
+            cheapest_by_search(starts, batch_size, n_fed, call_cost, chunk)
+        )
 
 
 def test_a_call_cost_widens_the_windows():
@@ -162,7 +166,7 @@ def test_another_executor_gives_the_same_explanation(tiny_export):
     want = local.explain(PROMPT, TARGET, conceptual=0.2, batch_size=4)
     got = remote.explain(PROMPT, TARGET, conceptual=0.2, batch_size=4)
     assert np.array_equal(got.relevance, want.relevance) and np.abs(want.relevance).max() > 1e-3
-    counts = lambda e: {k: v for k, v in e.timings.items() if not k.endswith("_s")}  # noqa: E731
+    counts = lambda e: {k: v for k, v in e.timings.items() if not k.endswith("_s")}
     assert elsewhere.calls > 1 and counts(got) == counts(want)
 
 
@@ -231,7 +235,9 @@ def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
     assert counting.calls == 2  # no batch ran after the one that crossed the limit
 
 
-@pytest.mark.parametrize("kind, target, at", [("generation", None, 1), ("unperturbed", TARGET, 0), ("batch", TARGET, 1)])
+@pytest.mark.parametrize(
+    "kind, target, at", [("generation", None, 1), ("unperturbed", TARGET, 0), ("batch", TARGET, 1)]
+)
 def test_a_stop_ends_the_graph_call_in_flight(tiny_export, kind, target, at):
     """The stop is set while a graph call runs (from inside ``Graph.run``, just before ONNX Runtime starts): a
     generation step, the unperturbed pass, or a perturbation batch. ONNX Runtime's terminate flag ends that call,
@@ -274,6 +280,11 @@ def test_a_stop_set_between_batches_runs_no_further_batch(tiny_export):
     explainer = Explainer(counting.graph, Explainer.load(folder, provider="cpu").codec, executor=counting)
     stop = Stop()
     with pytest.raises(Stopped):
-        explainer.explain(PROMPT, TARGET, batch_size=1, stop=stop,
-                          on_progress=lambda done, total: stop.set("enough") if done >= 2 else None)
+        explainer.explain(
+            PROMPT,
+            TARGET,
+            batch_size=1,
+            stop=stop,
+            on_progress=lambda done, total: stop.set("enough") if done >= 2 else None,
+        )
     assert counting.calls == 2

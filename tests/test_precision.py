@@ -55,7 +55,7 @@ def test_lighter_relevance_close_to_fp32(arch, precision, tiny_export, tiny_ligh
     assert np.abs(want.relevance).max() > 0.2  # a real explanation, not noise around zero
     assert np.abs(got.relevance - want.relevance).max() <= atol
     assert spearman(got.total, want.total) >= min_rank
-    top = lambda e: set(np.argsort(-e.total, kind="stable")[:5])  # noqa: E731
+    top = lambda e: set(np.argsort(-e.total, kind="stable")[:5])
     assert len(top(got) & top(want)) >= 4
 
 
@@ -115,4 +115,3 @@ def test_old_manifest_without_precision_loads_as_fp32(tiny_export, tmp_path):
     assert data.pop("precision") == "fp32"
     (folder / MANIFEST_FILE).write_text(json.dumps(data))
     assert load_manifest(folder).precision == "fp32"
-

@@ -19,13 +19,16 @@ def explainer(tiny_export):
     return Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"granularity": "word", "batch_size": 2},
-    {"schedule": "naive", "batch_size": 3},
-    {"contrast": " house", "batch_size": 4},
-    {"factor": 1.0},  # rows that change nothing: settled without a call
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"granularity": "word", "batch_size": 2},
+        {"schedule": "naive", "batch_size": 3},
+        {"contrast": " house", "batch_size": 4},
+        {"factor": 1.0},  # rows that change nothing: settled without a call
+    ],
+)
 def test_counts_are_those_of_the_run(explainer, options):
     request = ExplainRequest(prompt=PROMPT, target=TARGET, **options)
     prepared = explainer.prepare(request)

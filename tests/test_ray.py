@@ -84,8 +84,13 @@ def test_shares_are_balanced_by_positions_not_counts():
 
     # a token-level plan: rows suppress one position each, so batches starting early cost the most
     n_fed, n_labels = 40, 4
-    shared = Shared(np.zeros(n_fed, np.int64), np.arange(n_fed - n_labels, n_fed), np.zeros(n_labels, np.int64),
-                    np.zeros(n_labels, np.float32), ())
+    shared = Shared(
+        np.zeros(n_fed, np.int64),
+        np.arange(n_fed - n_labels, n_fed),
+        np.zeros(n_labels, np.int64),
+        np.zeros(n_labels, np.float32),
+        (),
+    )
     factors = np.ones((n_fed, n_fed), np.float32)
     factors[np.arange(n_fed), np.arange(n_fed)] = 0.0
     plan = make_plan(shared, factors, batch_size=3)
@@ -104,8 +109,8 @@ def test_split_explanation_equals_local_with_progress_after_every_batch(cluster,
         assert len(split.executor.actors) == 2
         for options in ({"conceptual": 0.2, "batch_size": 3}, {"granularity": "word", "batch_size": 2}):
             seen: dict[str, list[tuple[int, int]]] = {"local": [], "split": []}
-            want = local.explain(PROMPT, TARGET, on_progress=lambda *a: seen["local"].append(a), **options)
-            got = split.explain(PROMPT, TARGET, on_progress=lambda *a: seen["split"].append(a), **options)
+            want = local.explain(PROMPT, TARGET, on_progress=lambda *a, seen=seen: seen["local"].append(a), **options)
+            got = split.explain(PROMPT, TARGET, on_progress=lambda *a, seen=seen: seen["split"].append(a), **options)
             assert np.abs(want.relevance).max() > 1e-3
             np.testing.assert_allclose(got.relevance, want.relevance, rtol=0, atol=1e-6)
             assert got.timings["positions_computed"] == want.timings["positions_computed"]
@@ -172,8 +177,21 @@ def test_addresses_are_checked_before_connecting(cluster):
 
 def test_the_command_line_reports_a_bad_address_in_one_line(folder, capsys):
     started = time.perf_counter()
-    code = main(["explain", str(folder), "--prompt", PROMPT, "--target", TARGET, "--ray", "127.0.0.1:1",
-                 "--shards", "2", "--quiet"])
+    code = main(
+        [
+            "explain",
+            str(folder),
+            "--prompt",
+            PROMPT,
+            "--target",
+            TARGET,
+            "--ray",
+            "127.0.0.1:1",
+            "--shards",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 2 and time.perf_counter() - started < 10
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("atman-onnx: error: cannot reach a Ray cluster at '127.0.0.1:1'")
@@ -195,8 +213,11 @@ def test_a_folder_the_workers_cannot_read_fails_in_one_line(cluster, tmp_path):
 def test_actors_that_cannot_start_fail_in_one_line_not_a_hang(executors, folder, monkeypatch):
     held = executors(folder)  # 2 actors of 1 CPU: the whole cluster
     monkeypatch.setattr("atman_onnx.cluster.executor.START_TIMEOUT_S", 2.0)
-    with pytest.raises(ClusterError, match=r"^1 Ray actors of 1 CPUs did not start within 2 s: the cluster has 0 of "
-                                           r"its 2 CPUs free \(other actors or an explainer not closed hold the rest\)$"):
+    with pytest.raises(
+        ClusterError,
+        match=r"^1 Ray actors of 1 CPUs did not start within 2 s: the cluster has 0 of "
+        r"its 2 CPUs free \(other actors or an explainer not closed hold the rest\)$",
+    ):
         RayExecutor(folder, 1, threads=1, provider="cpu")
     held.close()
     assert _cpus_come_back()

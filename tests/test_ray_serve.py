@@ -59,8 +59,10 @@ def proxy(cluster) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port},
-                controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}})
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": port},
+        controller_options={"runtime_env": {"env_vars": {CALLBACK_ENV: CALLBACK}}},
+    )
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 
@@ -148,8 +150,9 @@ def test_a_request_beyond_the_queue_gets_the_services_503(proxy, tiny):
         assert "x-replica-id" not in refused.headers  # the proxy refused it; no replica saw it
         assert refused.json() == {
             "error": "the service is busy: Request dropped due to backpressure (num_queued_requests=1, "
-                     "max_queued_requests=1); retry later",
-            "type": "overloaded", "request_id": "over-1",
+            "max_queued_requests=1); retry later",
+            "type": "overloaded",
+            "request_id": "over-1",
         }
         first, second = running.result(), waiting.result()
         assert_equals_library(first, BODIES[0], library)
@@ -162,8 +165,26 @@ def test_the_command_line_serves_on_ray_until_sigterm_then_exits_0(proxy, tiny, 
     address = ray.get_runtime_context().gcs_address
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atman_onnx.cli", "serve", str(tiny), "--ray", address, "--replicas", "1",
-         "--port", port, "--provider", "cpu", "--max-queued", "3"], stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "atman_onnx.cli",
+            "serve",
+            str(tiny),
+            "--ray",
+            address,
+            "--replicas",
+            "1",
+            "--port",
+            port,
+            "--provider",
+            "cpu",
+            "--max-queued",
+            "3",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while "serving" not in (tmp_path / "serve.log").read_text():
@@ -172,8 +193,9 @@ def test_the_command_line_serves_on_ray_until_sigterm_then_exits_0(proxy, tiny, 
         models = httpx.get(proxy + "/v1/models", timeout=10).json()["models"]
         assert models[0]["limits"]["max_queued"] == 3  # the command line's settings
         body = {"prompt": PROMPT, "target": " sun."}
-        assert_equals_library(httpx.post(proxy + "/v1/explain", json=body, timeout=30), body,
-                              Explainer.load(tiny, provider="cpu"))
+        assert_equals_library(
+            httpx.post(proxy + "/v1/explain", json=body, timeout=30), body, Explainer.load(tiny, provider="cpu")
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert APP_NAME not in serve.status().applications
@@ -189,9 +211,25 @@ def test_sigterm_while_replicas_wait_for_cpus_ends_the_deployment(proxy, tiny, t
     held = RayExecutor(tiny, 2, threads=1, provider="cpu")  # the cluster's 2 CPUs: the replica cannot start
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atman_onnx.cli", "serve", str(tiny), "--ray", ray.get_runtime_context().gcs_address,
-         "--replicas", "1", "--port", proxy.rsplit(":", 1)[1], "--provider", "cpu"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        [
+            sys.executable,
+            "-m",
+            "atman_onnx.cli",
+            "serve",
+            str(tiny),
+            "--ray",
+            ray.get_runtime_context().gcs_address,
+            "--replicas",
+            "1",
+            "--port",
+            proxy.rsplit(":", 1)[1],
+            "--provider",
+            "cpu",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while APP_NAME not in serve.status().applications:  # deploying, its replica pending
@@ -224,12 +262,15 @@ def test_a_bad_ray_address_fails_fast_in_one_line(tiny, capsys):
     assert err.count("\n") == 0 and err.startswith("atman-onnx: error: cannot reach a Ray cluster at '127.0.0.1:1'")
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--replicas", "2"], "--replicas, --min-replicas, --max-replicas and --target-ongoing-requests need --ray"),
-    (["--ray", "local", "--max-queued", "0"], "--max-queued must be at least 1 on Ray"),
-    (["--ray", "local", "--replicas", "2", "--min-replicas", "1", "--max-replicas", "2"], "not both"),
-    (["--ray", "local", "--min-replicas", "3", "--max-replicas", "2"], "got 3 and 2"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--replicas", "2"], "--replicas, --min-replicas, --max-replicas and --target-ongoing-requests need --ray"),
+        (["--ray", "local", "--max-queued", "0"], "--max-queued must be at least 1 on Ray"),
+        (["--ray", "local", "--replicas", "2", "--min-replicas", "1", "--max-replicas", "2"], "not both"),
+        (["--ray", "local", "--min-replicas", "3", "--max-replicas", "2"], "got 3 and 2"),
+    ],
+)
 def test_the_command_line_refuses_bad_scaling_in_one_line(tiny, capsys, argv, message):
     assert main(["serve", str(tiny), *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -247,8 +288,9 @@ def test_without_ray_the_command_line_says_what_to_install(tiny, capsys, monkeyp
 
 def test_the_builder_reads_serve_runs_arguments(tiny):
     scaled = Scaling(min_replicas=1, max_replicas=4)
-    assert scaled.options(2) == {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4,
-                                                        "target_ongoing_requests": 2}}
+    assert scaled.options(2) == {
+        "autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}
+    }
     assert Scaling(replicas=3).options(2) == {"num_replicas": 3} and str(scaled) == "1 to 4 replicas (autoscaled)"
     with pytest.raises(InputError, match="unknown argument 'replica'; arguments: allowed_origins, api_key"):
         app_builder({"folders": str(tiny), "replica": "2"})

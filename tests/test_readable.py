@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer
-from atman_onnx.models.reference import reference_relevance
 from atman_onnx.core.errors import InputError
+from atman_onnx.models.reference import reference_relevance
 from atman_onnx.runtime.groups import text_spans
 from atman_onnx.runtime.text import TextCodec
 from conftest import MODES
@@ -19,12 +19,28 @@ TARGET = " France is Paris"
 def test_text_spans():
     text = "Alice met Bob's dog. Bob ran!\n\nNew one."
     assert [text[a:b] for a, b in text_spans(text, "word")] == [
-        "Alice", "met", "Bob's", "dog", ".", "Bob", "ran", "!", "New", "one", "."]
+        "Alice",
+        "met",
+        "Bob's",
+        "dog",
+        ".",
+        "Bob",
+        "ran",
+        "!",
+        "New",
+        "one",
+        ".",
+    ]
     assert [text[a:b] for a, b in text_spans(text, "sentence")] == ["Alice met Bob's dog.", "Bob ran!", "New one."]
     assert [text[a:b] for a, b in text_spans(text, "paragraph")] == ["Alice met Bob's dog. Bob ran!", "New one."]
-    assert [text[a:b] for a, b in text_spans(text, "spans", delimiter="!")] == ["Alice met Bob's dog. Bob ran", "New one."]
+    assert [text[a:b] for a, b in text_spans(text, "spans", delimiter="!")] == [
+        "Alice met Bob's dog. Bob ran",
+        "New one.",
+    ]
     assert [text[a:b] for a, b in text_spans(text, "spans", delimiter=".")] == [
-        "Alice met Bob's dog", "Bob ran!\n\nNew one"]  # a trailing delimiter is left out too
+        "Alice met Bob's dog",
+        "Bob ran!\n\nNew one",
+    ]  # a trailing delimiter is left out too
     assert [("a;b;c;"[a:b]) for a, b in text_spans("a;b;c;", "spans", delimiter=";", within=[(2, 6)])] == ["b", "c"]
     assert text_spans(text, "spans", spans=[(6, 9), (0, 5)]) == [(0, 5), (6, 9)]
     with pytest.raises(InputError, match="outside the prompt"):
@@ -53,8 +69,12 @@ def test_group_parity(mode, tiny_export, tiny_model_dir):
     for granularity, kwargs in [("sentence", {}), ("spans", {"spans": [(0, 7), (21, 48)]}), ("word", {})]:
         result = explainer.explain(PROMPT, TARGET, granularity=granularity, conceptual=0.3, **kwargs)
         want = reference_relevance(
-            AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2")), mode, result.prompt_ids,
-            result.target_ids, factor=result.suppression_factor, conceptual=0.3,
+            AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2")),
+            mode,
+            result.prompt_ids,
+            result.target_ids,
+            factor=result.suppression_factor,
+            conceptual=0.3,
             groups=[list(u.positions) for u in result.units],
         )
         assert np.abs(result.relevance - want).max() < 1e-5

@@ -83,12 +83,44 @@ def test_missing_prompt_and_non_object():
 def test_cli_flags_build_the_same_request(tmp_path):
     image = tmp_path / "one.gif"
     image.write_bytes(base64.b64decode(FULL["images"][0]))
-    args = parser().parse_args([
-        "explain", "dir", "--prompt", "Where is the fox?", "--chat", "--target", " in the garden", "--factor", "0.1",
-        "--conceptual", "0.7", "--granularity", "spans", "--span", "0:5", "--span", "6:8", "--include-template",
-        "--contrast", " at home", "--max-new-tokens", "7", "--batch-size", "3", "--chunk-size", "64", "--schedule", "naive",
-        "--image", str(image), "--image-units", "tile", "--grid", "3",
-    ])
+    args = parser().parse_args(
+        [
+            "explain",
+            "dir",
+            "--prompt",
+            "Where is the fox?",
+            "--chat",
+            "--target",
+            " in the garden",
+            "--factor",
+            "0.1",
+            "--conceptual",
+            "0.7",
+            "--granularity",
+            "spans",
+            "--span",
+            "0:5",
+            "--span",
+            "6:8",
+            "--include-template",
+            "--contrast",
+            " at home",
+            "--max-new-tokens",
+            "7",
+            "--batch-size",
+            "3",
+            "--chunk-size",
+            "64",
+            "--schedule",
+            "naive",
+            "--image",
+            str(image),
+            "--image-units",
+            "tile",
+            "--grid",
+            "3",
+        ]
+    )
     assert _request(args) == ExplainRequest.from_dict(FULL)
     plain = _request(parser().parse_args(["explain", "dir", "--prompt", "The dog"]))
     assert plain == ExplainRequest(prompt="The dog")  # flags not given take the request's defaults

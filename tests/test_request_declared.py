@@ -18,17 +18,55 @@ from atman_onnx.serve.schema import explain_request, tokenize_request
 from atman_onnx.spec import declared, spec
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--prompt", "--target", "--factor", "--conceptual", "--granularity", "--span", "--delimiter",
-         "--include-template", "--contrast", "--max-new-tokens", "--batch-size", "--chunk-size", "--schedule", "--image",
-         "--image-units", "--grid"]
-GOOD = {"prompt": "The dog met the fox.", "target": " in the garden", "factor": 0.5, "conceptual": 1,
-        "granularity": "spans", "spans": [[0, 3]], "batch_size": 2, "schedule": "naive", "image_units": "token",
-        "grid": MAX_GRID}
+FLAGS = [
+    "--prompt",
+    "--target",
+    "--factor",
+    "--conceptual",
+    "--granularity",
+    "--span",
+    "--delimiter",
+    "--include-template",
+    "--contrast",
+    "--max-new-tokens",
+    "--batch-size",
+    "--chunk-size",
+    "--schedule",
+    "--image",
+    "--image-units",
+    "--grid",
+]
+GOOD = {
+    "prompt": "The dog met the fox.",
+    "target": " in the garden",
+    "factor": 0.5,
+    "conceptual": 1,
+    "granularity": "spans",
+    "spans": [[0, 3]],
+    "batch_size": 2,
+    "schedule": "naive",
+    "image_units": "token",
+    "grid": MAX_GRID,
+}
 BAD = [  # one field wrong each: the request refuses it, and so does the schema
-    {"factor": -0.5}, {"factor": MAX_FACTOR * 2}, {"factor": "1"}, {"conceptual": 0}, {"conceptual": 1.5},
-    {"granularity": "letter"}, {"schedule": "fast"}, {"image_units": "pixel"}, {"grid": 0}, {"grid": MAX_GRID + 1},
-    {"max_new_tokens": 0}, {"batch_size": 0}, {"batch_size": 1.5}, {"include_template": 1}, {"spans": [[0]]},
-    {"prompt": [{"role": "user"}]}, {"target": 3}, {"temperature": 1.0},
+    {"factor": -0.5},
+    {"factor": MAX_FACTOR * 2},
+    {"factor": "1"},
+    {"conceptual": 0},
+    {"conceptual": 1.5},
+    {"granularity": "letter"},
+    {"schedule": "fast"},
+    {"image_units": "pixel"},
+    {"grid": 0},
+    {"grid": MAX_GRID + 1},
+    {"max_new_tokens": 0},
+    {"batch_size": 0},
+    {"batch_size": 1.5},
+    {"include_template": 1},
+    {"spans": [[0]]},
+    {"prompt": [{"role": "user"}]},
+    {"target": 3},
+    {"temperature": 1.0},
 ]
 
 
@@ -37,18 +75,36 @@ def test_every_field_has_a_flag():
     _request_options(options)
     flags = {a.dest: a.option_strings for a in options._actions if a.dest in FIELDS}
     assert list(flags) == list(FIELDS) and [s for strings in flags.values() for s in strings] == FLAGS
-    args = parser().parse_args(["explain", "dir", "--prompt", "The dog", "--span", "0:3", "--span", "4:7",
-                                "--granularity", "spans", "--grid", "2", "--include-template"])
+    args = parser().parse_args(
+        [
+            "explain",
+            "dir",
+            "--prompt",
+            "The dog",
+            "--span",
+            "0:3",
+            "--span",
+            "4:7",
+            "--granularity",
+            "spans",
+            "--grid",
+            "2",
+            "--include-template",
+        ]
+    )
     assert args.spans == [(0, 3), (4, 7)] and args.grid == 2 and args.include_template is True
     assert not hasattr(args, "factor")  # not given: the request's default applies
 
 
-@pytest.mark.parametrize("flag, word, message", [
-    ("--span", "0-3", "argument --span: '0-3' is not START:END"),
-    ("--grid", "two", "argument --grid: 'two' is not an integer"),
-    ("--factor", "x", "argument --factor: 'x' is not a number"),
-    ("--schedule", "fast", "argument --schedule: invalid choice: 'fast'"),
-])
+@pytest.mark.parametrize(
+    "flag, word, message",
+    [
+        ("--span", "0-3", "argument --span: '0-3' is not START:END"),
+        ("--grid", "two", "argument --grid: 'two' is not an integer"),
+        ("--factor", "x", "argument --factor: 'x' is not a number"),
+        ("--schedule", "fast", "argument --schedule: invalid choice: 'fast'"),
+    ],
+)
 def test_a_bad_flag_word_is_named(flag, word, message, capsys):
     with pytest.raises(SystemExit):
         parser().parse_args(["explain", "dir", "--prompt", "The dog", flag, word])
@@ -62,8 +118,13 @@ def test_schema_carries_types_bounds_and_choices():
     assert properties["granularity"]["enum"] == list(GRANULARITIES)
     assert properties["schedule"]["enum"] == list(SCHEDULES)
     assert properties["image_units"]["enum"] == list(IMAGE_UNITS)
-    assert properties["factor"] | {"description": ""} == {"type": "number", "minimum": 0, "maximum": MAX_FACTOR,
-                                                           "default": 0.0, "description": ""}
+    assert properties["factor"] | {"description": ""} == {
+        "type": "number",
+        "minimum": 0,
+        "maximum": MAX_FACTOR,
+        "default": 0.0,
+        "description": "",
+    }
     assert properties["conceptual"]["type"] == ["number", "null"]
     assert (properties["conceptual"]["exclusiveMinimum"], properties["conceptual"]["maximum"]) == (0, 1)
     assert properties["batch_size"]["minimum"] == 1 and properties["grid"]["maximum"] == MAX_GRID
@@ -97,8 +158,12 @@ def test_a_new_field_is_one_declaration():
         max_passes: int | None = spec("most graph passes; unset: no limit", default=None, ge=1)
 
     fields = declared(Options, {})
-    assert fields["max_passes"].schema() == {"type": ["integer", "null"], "minimum": 1,
-                                             "description": "most graph passes; unset: no limit", "default": None}
+    assert fields["max_passes"].schema() == {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "description": "most graph passes; unset: no limit",
+        "default": None,
+    }
     assert fields["levels"].schema()["enum"] == ["word", "sentence"] and fields["max_passes"].flag == "--max-passes"
     fields["max_passes"].checker()(None)
     with pytest.raises(InputError, match="^field 'max_passes': max passes must be at least 1, got 0$"):

@@ -62,8 +62,9 @@ def test_base_install_explains_without_torch(tiny_export, tmp_path):
     assert not installed & EXPORT_ONLY, f"the base install pulled in {sorted(installed & EXPORT_ONLY)}"
 
     out = tmp_path / "explanation.json"
-    done = run([cli, "explain", folder, "--prompt", PROMPT, "--target", TARGET, "--json", out], cwd=tmp_path,
-               timeout=300)
+    done = run(
+        [cli, "explain", folder, "--prompt", PROMPT, "--target", TARGET, "--json", out], cwd=tmp_path, timeout=300
+    )
     said = [line for line in done.stderr.splitlines() if "provider" in line or "CUDA" in line]
     assert not said, f"the CPU build has no choice of provider to report, but the command line said {said}"
     got = json.loads(out.read_text())

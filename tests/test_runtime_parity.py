@@ -41,9 +41,7 @@ def test_tiny_parity(arch, mode, conceptual, factor, tiny_export, tiny_model_dir
     explainer = Explainer.load(tiny_export(arch, mode), provider="cpu")
     result = explainer.explain(TINY_PROMPT, TINY_TARGET, factor=factor, conceptual=conceptual, batch_size=7)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch))
-    want = reference_relevance(
-        model, mode, result.prompt_ids, result.target_ids, factor=factor, conceptual=conceptual
-    )
+    want = reference_relevance(model, mode, result.prompt_ids, result.target_ids, factor=factor, conceptual=conceptual)
     assert_parity(result.relevance, want, atol=1e-5)
     # without conceptual suppression, positions after a target token's prediction cannot influence it
     n_prompt = len(result.prompt_ids)

@@ -7,9 +7,10 @@ drain. Every wait has a timeout.
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 import os
+import re
 import select
 import signal
 import socket
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atman_onnx import Explainer, Explanation, ExplainRequest
+from atman_onnx import Explainer, ExplainRequest, Explanation
 from atman_onnx.core.contract import load_manifest
 from atman_onnx.core.errors import InputError
 from atman_onnx.runtime.text import TextCodec
@@ -55,7 +56,9 @@ class Server:
         self.log, self._output = log, log.open("w")
         self.proc = subprocess.Popen(
             [*SERVE, *map(str, folders), "--port", str(self.port), "--provider", "cpu", "--threads", "1", *options],
-            stdout=self._output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -108,9 +111,20 @@ def tiny(tiny_export) -> Path:
 def server(tiny, long_export, tmp_path_factory):
     """One explanation at a time and none queued, small body and token limits; a timeout no test reaches on a
     loaded machine (the timeout has a server of its own)."""
-    srv = Server([tiny, long_export], tmp_path_factory.mktemp("logs") / "main.log", "--max-concurrent", "1",
-                 "--max-queued", "0", "--request-timeout", "120", "--max-body-bytes", "20000",
-                 "--max-input-tokens", "1000")
+    srv = Server(
+        [tiny, long_export],
+        tmp_path_factory.mktemp("logs") / "main.log",
+        "--max-concurrent",
+        "1",
+        "--max-queued",
+        "0",
+        "--request-timeout",
+        "120",
+        "--max-body-bytes",
+        "20000",
+        "--max-input-tokens",
+        "1000",
+    )
     yield srv
     srv.stop()
 
@@ -161,6 +175,7 @@ def wait_for(check, timeout: float = 15.0) -> None:
 
 def wait_idle(client) -> None:
     """Until no explanation runs or waits (one cancelled by an earlier test stops within a batch)."""
+
     def idle() -> bool:
         text = client.get("/metrics").text
         return metric(text, "atman_in_flight") == 0 and metric(text, "atman_queue_depth") == 0
@@ -200,7 +215,7 @@ def test_explain_stream(client, tiny):
         got = events(reply.iter_lines())
     progress = [data for name, data in got if name == "progress"]
     assert len(progress) >= 2 and [name for name, _ in got[:-1]] == ["progress"] * (len(got) - 1)
-    assert all(a["done"] < b["done"] for a, b in zip(progress, progress[1:], strict=False))
+    assert all(a["done"] < b["done"] for a, b in itertools.pairwise(progress))
     assert progress[-1]["done"] == progress[-1]["total"]
     name, result = got[-1]
     assert name == "result" and result["request_id"]
@@ -226,8 +241,12 @@ def test_request_ids_in_headers_bodies_events_and_the_log(server, client, tiny):
     while "POST /v1/explain 200 sse-1 " not in server.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     log = server.log.read_text()
-    for line in ("POST /v1/explain 200 client-id.42 ", f"POST /v1/explain 422 {made} ", "GET /no/such/route 404 r404 ",
-                 "POST /v1/explain 200 sse-1 "):
+    for line in (
+        "POST /v1/explain 200 client-id.42 ",
+        f"POST /v1/explain 422 {made} ",
+        "GET /no/such/route 404 r404 ",
+        "POST /v1/explain 200 sse-1 ",
+    ):
         assert f"INFO:     {line}" in log, line
 
 
@@ -262,7 +281,7 @@ def test_health_ready_docs_and_page(client):
     assert client.get("/docs").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "<textarea" in page.text and "v1/explain" in page.text
-    offered = re.findall(r'<option>([a-z]+)</option>', page.text.split('id="granularity"')[1].split("</select>")[0])
+    offered = re.findall(r"<option>([a-z]+)</option>", page.text.split('id="granularity"')[1].split("</select>")[0])
     assert offered == ["token", "word", "sentence", "paragraph"]  # not spans: the page has no field for them
 
 
@@ -288,8 +307,14 @@ def test_report_uses_the_html_renderer(client, tiny):
     for field, value, message in [
         ("suppression_factor", "0", "field 'suppression_factor' must be a finite number, got a string"),
         ("prompt", None, "field 'prompt' must be a string, got null"),
-        ("relevance", [[1.0]], f"field 'relevance' must be finite numbers, one row per unit and one column per target "
-                               f"token ({len(data['units'])} x {len(data['target_tokens'])})"),
+        (
+            "relevance",
+            [[1.0]],
+            (
+                f"field 'relevance' must be finite numbers, one row per unit and one column per target "
+                f"token ({len(data['units'])} x {len(data['target_tokens'])})"
+            ),
+        ),
         ("timings", {"total_s": "1"}, "field 'timings.total_s' must be a finite number, got a string"),
         ("units", [{**data["units"][0], "positions": []}], "field 'units[0].positions' must list fed positions"),
     ]:
@@ -310,10 +335,23 @@ class Chromium:
             os.dup2(out, 4)
 
         self.proc = subprocess.Popen(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
-             "--disable-background-networking", "--disable-component-update", f"--user-data-dir={profile}",
-             "--remote-debugging-pipe", "about:blank"],
-            preexec_fn=onto_3_and_4, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(CHROMIUM),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            preexec_fn=onto_3_and_4,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(child_in)
         os.close(child_out)
@@ -340,8 +378,9 @@ class Chromium:
                 self._buffer += chunk
 
     def evaluate(self, session: str, expression: str, timeout: float = 30.0):
-        result = self.call("Runtime.evaluate", session, timeout, expression=expression, awaitPromise=True,
-                           returnByValue=True)
+        result = self.call(
+            "Runtime.evaluate", session, timeout, expression=expression, awaitPromise=True, returnByValue=True
+        )
         assert "exceptionDetails" not in result, result["exceptionDetails"]
         return result["result"].get("value")
 
@@ -393,19 +432,25 @@ def test_page_explains_in_a_browser(server, tiny, tmp_path):
     assert "<h1>AtMan explanation</h1>" in got["report"] and "sun" in got["report"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"temperature": 0.5}, "temperature"),
-    ({"factor": "0.1"}, "factor"),
-    ({"batch_size": 0}, None),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"temperature": 0.5}, "temperature"),
+        ({"factor": "0.1"}, "factor"),
+        ({"batch_size": 0}, None),
+    ],
+)
 def test_invalid_requests_are_422_with_the_library_message(client, tiny, body, field):
     full = {"prompt": PROMPT, "target": TARGET, **body}
     with pytest.raises(InputError) as expected:
         ExplainRequest.from_dict(full)
     reply = client.post("/v1/explain", json={"model": tiny.name, **full})
     assert reply.status_code == 422
-    assert reply.json() == {"error": str(expected.value), "type": "invalid_request",
-                            "request_id": reply.headers["x-request-id"]}
+    assert reply.json() == {
+        "error": str(expected.value),
+        "type": "invalid_request",
+        "request_id": reply.headers["x-request-id"],
+    }
     if field:
         assert repr(field) in reply.json()["error"]
 
@@ -421,39 +466,51 @@ def test_other_refusals(client, tiny, long_export):
     assert several.status_code == 422 and "field 'model' is required" in several.json()["error"]
     unknown = post(json={"model": "nope", "prompt": PROMPT})
     assert unknown.status_code == 404 and unknown.json() == {
-        "error": f"unknown model 'nope'; models: {tiny.name}, {long_export.name}", "type": "not_found",
-        "request_id": unknown.headers["x-request-id"]}
+        "error": f"unknown model 'nope'; models: {tiny.name}, {long_export.name}",
+        "type": "not_found",
+        "request_id": unknown.headers["x-request-id"],
+    }
     wrong_type = post(content=b'{"prompt": "x"}', headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415 and wrong_type.json()["type"] == "unsupported_media_type"
     big = post(json={"model": tiny.name, "prompt": "a" * 30000})
     assert big.status_code == 413 and big.json()["type"] == "too_large"
-    chunked = post(content=iter([b'{"prompt": "', b"a" * 15000, b"a" * 15000, b'"}']),
-                   headers={"content-type": "application/json"})
+    chunked = post(
+        content=iter([b'{"prompt": "', b"a" * 15000, b"a" * 15000, b'"}']), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413 and "more than 20000 bytes" in chunked.json()["error"]
     long = post(json={"model": long_export.name, "prompt": slow_prompt(long_export, 1100), "target": TARGET})
     assert long.status_code == 422 and "this service takes at most 1000" in long.json()["error"]
-    long_contrast = post(json={"model": long_export.name, "prompt": PROMPT, "target": TARGET,
-                               "contrast": slow_prompt(long_export, 1100)})
-    assert long_contrast.status_code == 422 and "the longer of target and contrast); this service takes at most 1000" \
-        in long_contrast.json()["error"]
+    long_contrast = post(
+        json={"model": long_export.name, "prompt": PROMPT, "target": TARGET, "contrast": slow_prompt(long_export, 1100)}
+    )
+    assert (
+        long_contrast.status_code == 422
+        and "the longer of target and contrast); this service takes at most 1000" in long_contrast.json()["error"]
+    )
     past_positions = post(json={"model": tiny.name, "prompt": slow_prompt(tiny, 200), "target": TARGET})
     assert past_positions.status_code == 422 and "at most 128" in past_positions.json()["error"]
-    huge = post(content=b'{"prompt": "x", "factor": ' + b"9" * 5000 + b"}", headers={"content-type": "application/json"})
+    huge = post(
+        content=b'{"prompt": "x", "factor": ' + b"9" * 5000 + b"}", headers={"content-type": "application/json"}
+    )
     assert huge.status_code == 422 and "the body is not valid JSON: Exceeds the limit" in huge.json()["error"]
-    large = post(content=f'{{"model": "{tiny.name}", "prompt": "x", "factor": 1{"0" * 400}}}'.encode(),
-                 headers={"content-type": "application/json"})
+    large = post(
+        content=f'{{"model": "{tiny.name}", "prompt": "x", "factor": 1{"0" * 400}}}'.encode(),
+        headers={"content-type": "application/json"},
+    )
     assert large.status_code == 422 and "suppression factor must be a number from 0 to 1e+06" in large.json()["error"]
     assert client.get("/v1/nothing").status_code == 404
 
 
 def test_overloaded_is_503_at_once(server, client, long_export):
-    with httpx.Client(base_url=server.url, timeout=30) as other:
-        with client.stream("POST", "/v1/explain", json=slow_body(long_export, 700), headers=SSE) as first:
-            lines = first_progress(first)
-            started = time.monotonic()
-            second = other.post("/v1/explain", json=slow_body(long_export))
-            assert time.monotonic() - started < 3  # at once, not after the first one
-            assert next(lines).startswith("data: {\"done\": ")  # and the first is still streaming
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as other,
+        client.stream("POST", "/v1/explain", json=slow_body(long_export, 700), headers=SSE) as first,
+    ):
+        lines = first_progress(first)
+        started = time.monotonic()
+        second = other.post("/v1/explain", json=slow_body(long_export))
+        assert time.monotonic() - started < 3  # at once, not after the first one
+        assert next(lines).startswith('data: {"done": ')  # and the first is still streaming
     assert second.status_code == 503 and second.json()["type"] == "overloaded"
     assert int(second.headers["retry-after"]) >= 1
     wait_idle(client)
@@ -465,9 +522,11 @@ def test_disconnect_cancels_and_frees_the_slot(client, tiny, long_export):
 
     wait_idle(client)
     before = cancelled()
-    with httpx.Client(base_url=client.base_url, timeout=30) as gone:
-        with gone.stream("POST", "/v1/explain", json=slow_body(long_export), headers=SSE) as reply:
-            first_progress(reply)
+    with (
+        httpx.Client(base_url=client.base_url, timeout=30) as gone,
+        gone.stream("POST", "/v1/explain", json=slow_body(long_export), headers=SSE) as reply,
+    ):
+        first_progress(reply)
     wait_for(lambda: cancelled() > before)
     assert metric(client.get("/metrics").text, "atman_in_flight") == 0
     after = client.post("/v1/explain", json={"model": tiny.name, "prompt": PROMPT, "target": TARGET})
@@ -514,8 +573,17 @@ def test_metrics(client, tiny):
 def keyed(long_export, tmp_path_factory):
     """A second server: its key from ATMAN_ONNX_API_KEY, two explanations at once, CORS for one origin, and a 30 s
     graceful timeout."""
-    srv = Server([long_export], tmp_path_factory.mktemp("logs") / "keyed.log", "--graceful-timeout", "30",
-                 "--max-concurrent", "2", "--allowed-origins", "http://example.org", env={"ATMAN_ONNX_API_KEY": KEY})
+    srv = Server(
+        [long_export],
+        tmp_path_factory.mktemp("logs") / "keyed.log",
+        "--graceful-timeout",
+        "30",
+        "--max-concurrent",
+        "2",
+        "--allowed-origins",
+        "http://example.org",
+        env={"ATMAN_ONNX_API_KEY": KEY},
+    )
     yield srv
     srv.stop()
 
@@ -532,8 +600,11 @@ def test_api_key(keyed):
 
 
 def test_cors_only_when_allowed(keyed, client):
-    preflight = {"origin": "http://example.org", "access-control-request-method": "POST",
-                 "access-control-request-headers": "authorization, content-type"}
+    preflight = {
+        "origin": "http://example.org",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
     allowed = httpx.options(keyed.url + "/v1/explain", headers=preflight, timeout=10)
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://example.org"
@@ -564,8 +635,9 @@ def test_sigterm_drains(keyed, long_export):
     running, got = threading.Event(), []
 
     def explain() -> None:
-        with httpx.stream("POST", keyed.url + "/v1/explain", json=slow_body(long_export, 600), headers=headers,
-                          timeout=60) as reply:
+        with httpx.stream(
+            "POST", keyed.url + "/v1/explain", json=slow_body(long_export, 600), headers=headers, timeout=60
+        ) as reply:
             lines = reply.iter_lines()
             for line in lines:
                 if line == "event: progress":
@@ -599,8 +671,10 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, capsys, tiny)
 
 
 def test_base_import_leaves_the_extra_alone():
-    code = ("import sys, atman_onnx, atman_onnx.cli; "
-            "print([m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client') if m in sys.modules])")
+    code = (
+        "import sys, atman_onnx, atman_onnx.cli; "
+        "print([m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 
@@ -619,8 +693,11 @@ def test_serve_bad_folder_is_one_line(tmp_path, capsys):
 def test_smollm2_end_to_end(smollm2_export, tmp_path):
     """The bundled model served for real: a chat prompt explained by word, streamed, equals the library's answer."""
     folder = smollm2_export("log_additive")
-    body = {"prompt": [{"role": "user", "content": "Alice lives in Paris and Bob lives in Rome. Where does Bob live?"}],
-            "target": "Bob lives in Rome.", "granularity": "word"}
+    body = {
+        "prompt": [{"role": "user", "content": "Alice lives in Paris and Bob lives in Rome. Where does Bob live?"}],
+        "target": "Bob lives in Rome.",
+        "granularity": "word",
+    }
     srv = Server([folder], tmp_path / "smollm2.log")
     try:
         with httpx.Client(base_url=srv.url, timeout=120) as client:
@@ -650,8 +727,12 @@ def test_images_as_base64(tiny_vlm_export, tmp_path):
     from test_vision import png
 
     folder = tiny_vlm_export("idefics3", "log_additive")
-    body = {"prompt": IMAGE_PROMPT, "target": IMAGE_TARGET, "images": [base64.b64encode(png(150, 100)).decode()],
-            "image_units": "tile"}
+    body = {
+        "prompt": IMAGE_PROMPT,
+        "target": IMAGE_TARGET,
+        "images": [base64.b64encode(png(150, 100)).decode()],
+        "image_units": "tile",
+    }
     srv = Server([folder], tmp_path / "vlm.log")
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
@@ -668,5 +749,9 @@ def test_images_as_base64(tiny_vlm_export, tmp_path):
     assert reply.json()["images"] == body["images"]
     assert not_base64.status_code == 422 and "field 'images': image 1 is not valid base64" in not_base64.json()["error"]
     assert not_image.status_code == 422 and not_image.json()["error"].startswith(
-        "field 'images': image 1: not an image Pillow can read")
-    assert not_listed.status_code == 422 and "field 'images' must be a list of base64 strings" in not_listed.json()["error"]
+        "field 'images': image 1: not an image Pillow can read"
+    )
+    assert (
+        not_listed.status_code == 422
+        and "field 'images' must be a list of base64 strings" in not_listed.json()["error"]
+    )

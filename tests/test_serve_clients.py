@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("httpx")
-from test_serve import Server, slow_prompt  # noqa: E402
+from test_serve import Server, slow_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 README_URL, README_MODEL = "http://127.0.0.1:8000", "smollm2-log_additive"
@@ -34,8 +34,7 @@ def tiny(tiny_export) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
     """One explanation running and one queued, so that a burst of four gets two 503s."""
-    srv = Server([tiny], tmp_path_factory.mktemp("logs") / "clients.log", "--max-concurrent", "1",
-                 "--max-queued", "1")
+    srv = Server([tiny], tmp_path_factory.mktemp("logs") / "clients.log", "--max-concurrent", "1", "--max-queued", "1")
     yield srv
     srv.stop()
 
@@ -67,10 +66,33 @@ def test_readme_clients_print_the_top_words(server, tiny, name):
 def test_load_tool(server, tiny, tmp_path):
     out = tmp_path / "load.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "load.py"), server.url, "--prompt", slow_prompt(tiny, 110),
-         "--target", " sun.", "--batch-size", "1", "--clients", "2", "--seconds", "3", "--pid", str(server.proc.pid),
-         "--burst", "2", "--cost", "--folder", str(tiny), "--json", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(ROOT / "tools" / "load.py"),
+            server.url,
+            "--prompt",
+            slow_prompt(tiny, 110),
+            "--target",
+            " sun.",
+            "--batch-size",
+            "1",
+            "--clients",
+            "2",
+            "--seconds",
+            "3",
+            "--pid",
+            str(server.proc.pid),
+            "--burst",
+            "2",
+            "--cost",
+            "--folder",
+            str(tiny),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())

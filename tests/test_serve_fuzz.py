@@ -8,7 +8,6 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis")
 pytest.importorskip("httpx")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
@@ -21,15 +20,26 @@ from test_serve import Server  # noqa: E402
 MAX_EXAMPLES = 12  # per operation: about 30 s in all on two cores
 # no 5xx, and replies as documented; not whether every schema-valid body is accepted (an empty prompt, or a prompt
 # longer than the model's positions, is a 422 the schema cannot express)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
 def fuzzed_server(tiny_export, tmp_path_factory):
     """The tiny model alone, with a generous timeout and queue, so that only a wrong reply can be a 5xx."""
-    srv = Server([tiny_export("llama", "log_additive")], tmp_path_factory.mktemp("logs") / "fuzz.log",
-                 "--request-timeout", "60", "--max-queued", "32")
+    srv = Server(
+        [tiny_export("llama", "log_additive")],
+        tmp_path_factory.mktemp("logs") / "fuzz.log",
+        "--request-timeout",
+        "60",
+        "--max-queued",
+        "32",
+    )
     yield srv
     srv.stop()
 

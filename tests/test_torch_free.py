@@ -20,7 +20,9 @@ print(json.dumps({"heavy": heavy, "rows": len(explanation.relevance)}))
 def test_runtime_imports_no_torch(tiny_export):
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tiny_export("llama", "log_additive"))],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -36,10 +38,15 @@ def test_io_binding_matches_plain_run(tiny_export):
     scale = np.array([[1, 1, 0.1, 1, 1], [0.3, 1, 1, 1, 1]], dtype=np.float32)
     pos, lab = np.array([[3, 4]] * 2), np.array([[8, 12]] * 2)
     bound = graph.run(ids, scale, pos, lab, outputs=("label_logprobs", "inputs_embeds"))
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "attention_scale": scale,
-             "label_positions": pos, "labels": lab, **dict(zip(graph.past_names, graph.empty_past())),
-             **dict(zip(graph.row_past_names, graph.empty_past(len(ids))))}
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "attention_scale": scale,
+        "label_positions": pos,
+        "labels": lab,
+        **dict(zip(graph.past_names, graph.empty_past())),
+        **dict(zip(graph.row_past_names, graph.empty_past(len(ids)))),
+    }
     plain = graph.session.run(None, feeds)
     assert np.array_equal(bound["label_logprobs"], plain[0])
     assert np.array_equal(bound["inputs_embeds"], plain[2])
-

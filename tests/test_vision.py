@@ -47,12 +47,15 @@ def test_export_writes_two_validated_graphs(tiny_vlm_export, model_type):
     folder = tiny_vlm_export(model_type, "log_additive")
     manifest = load_manifest(folder)
     assert manifest.contract_version == EMBEDS_CONTRACT_VERSION and manifest.model_type == model_type
-    assert manifest.architecture == "llama" and "inputs_embeds" in manifest.inputs and "input_ids" not in manifest.inputs
+    assert (
+        manifest.architecture == "llama" and "inputs_embeds" in manifest.inputs and "input_ids" not in manifest.inputs
+    )
     assert manifest.vision["tokens_per_tile"] == 16 and manifest.vision["tile_size"] == 64
     assert manifest.validation["max_abs_diff"]["label_logprobs"] < 1e-5
     assert manifest.vision["validation"]["max_abs_diff"]["image_features"] < 1e-5
     assert {"vision.onnx", "embeddings.npy", "preprocessor_config.json", "processor_config.json"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -80,8 +83,9 @@ def test_split_pipeline_equals_the_whole_model(tiny_vlm_export, torch_model, mod
 
     patch(model, "log_additive")
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids]), pixel_values=pixels,
-                       atman_scale=torch.from_numpy(scale)[None]).logits[0, at]
+        logits = model(
+            input_ids=torch.tensor([ids]), pixel_values=pixels, atman_scale=torch.from_numpy(scale)[None]
+        ).logits[0, at]
     want = torch.log_softmax(logits, -1)[torch.arange(3), torch.from_numpy(labels[0])].numpy()
     assert processed.layouts == [(2, 2)] and (np.asarray(ids) == explainer.vision.image_token_id).sum() == 5 * 16
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -98,11 +102,19 @@ def test_relevance_equals_the_reference(tiny_vlm_export, torch_model, model_type
     pixels = preprocess([image], explainer.vision.config).pixel_values
     counts = {}
     for unit, conceptual in (("region", None), ("tile", 0.3), ("token", None)):
-        result = explainer.explain(PROMPT, TARGET, images=[image], image_units=unit, granularity="word",
-                                   factor=0.1, conceptual=conceptual)
-        want = reference_relevance(torch_model(model_type), mode, result.prompt_ids, result.target_ids, factor=0.1,
-                                   conceptual=conceptual, groups=[list(u.positions) for u in result.units],
-                                   pixel_values=pixels)
+        result = explainer.explain(
+            PROMPT, TARGET, images=[image], image_units=unit, granularity="word", factor=0.1, conceptual=conceptual
+        )
+        want = reference_relevance(
+            torch_model(model_type),
+            mode,
+            result.prompt_ids,
+            result.target_ids,
+            factor=0.1,
+            conceptual=conceptual,
+            groups=[list(u.positions) for u in result.units],
+            pixel_values=pixels,
+        )
         assert np.abs(want).max() > 1e-2
         np.testing.assert_allclose(result.relevance, want, atol=1e-5)
         counts[unit] = sum(u.segment == "image" for u in result.units)
@@ -115,7 +127,11 @@ def test_regions_partition_the_image(tiny_vlm_export):
     result = explainer.explain(PROMPT, TARGET, images=[png(150, 100)], grid=2, granularity="word")
     regions = [u for u in result.units if u.segment == "image"]
     assert [(u.box.left, u.box.top, u.box.width, u.box.height) for u in regions] == [
-        (0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5), (0.0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5)]
+        (0.0, 0.0, 0.5, 0.5),
+        (0.5, 0.0, 0.5, 0.5),
+        (0.0, 0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5, 0.5),
+    ]
     # every image token in exactly one region: 4 split tiles x 16 + the global image's 16
     positions = sorted(p for u in regions for p in u.positions)
     image_positions = [i for i, t in enumerate(result.prompt_ids) if t == explainer.vision.image_token_id]
@@ -123,8 +139,14 @@ def test_regions_partition_the_image(tiny_vlm_export):
     texts = [u.text for u in result.units if u.segment == "prompt"]
     assert texts == ["The", "dog", "met", "the", "fox", "in", "the"]  # no image layout tokens among the text units
     data = json.loads(result.to_json())
-    assert data["units"][2]["location"] == {"type": "image", "image": 0, "left": 0.0, "top": 0.0, "width": 0.5,
-                                            "height": 0.5}
+    assert data["units"][2]["location"] == {
+        "type": "image",
+        "image": 0,
+        "left": 0.0,
+        "top": 0.0,
+        "width": 0.5,
+        "height": 0.5,
+    }
     assert len(data["images"]) == 1
 
 
@@ -144,11 +166,13 @@ def test_image_tokens_are_counted_per_image(tiny_vlm_export):
 def test_generated_target_and_chat_prompt(tiny_vlm_export):
     explainer = Explainer.load(tiny_vlm_export("smolvlm", "log_additive"), provider="cpu")
     image = png(64, 64)
-    result = explainer.explain([{"role": "user", "content": "Look: <image> What is it?"}], images=[image],
-                               max_new_tokens=2, image_units="tile")
+    result = explainer.explain(
+        [{"role": "user", "content": "Look: <image> What is it?"}], images=[image], max_new_tokens=2, image_units="tile"
+    )
     # without a marker, the image goes first in the user message, as the models' templates put image parts
-    unmarked = explainer.explain([{"role": "user", "content": "What is it?"}], " A", images=[image],
-                                 image_units="tile", granularity="word")
+    unmarked = explainer.explain(
+        [{"role": "user", "content": "What is it?"}], " A", images=[image], image_units="tile", granularity="word"
+    )
     assert unmarked.prompt.startswith("<user>\n<fake_token_around_image><row_1_col_1><image>")
     assert [u.text for u in unmarked.units if u.segment == "prompt"] == ["What", "is", "it", "?"]
     assert 1 <= len(result.target_ids) <= 2

@@ -32,14 +32,28 @@ CASES = [
     ("The capital of France is", " Paris, and the capital of Germany is Berlin."),
     ("Alice gave Bob a red apple. Bob thanked", " Alice for the apple."),
     ("Water boils at 100 degrees Celsius at sea level. At sea level, water boils at", " 100 degrees."),
-    ("Marie Curie was born in Warsaw in 1867. She moved to Paris to study physics and chemistry at the Sorbonne, "
-     "where she met Pierre Curie. Marie Curie was born in the city of", " Warsaw."),
-    ("Tom has three apples. He buys two more apples at the market and gives one to his sister Anna. "
-     "How many apples does Tom have now? Tom has", " four apples."),
-    ("The lighthouse keeper of Varrow Point kept a log of every ship that passed the reef. In the spring the "
-     "schooner Meridian anchored in the bay while her crew repaired a split mast, and her captain, a tall woman "
-     "named Ilse Brandt, walked up to the lighthouse each evening. The captain of the Meridian was",
-     " Ilse Brandt."),
+    (
+        (
+            "Marie Curie was born in Warsaw in 1867. She moved to Paris to study physics and chemistry at the "
+            "Sorbonne, where she met Pierre Curie. Marie Curie was born in the city of"
+        ),
+        " Warsaw.",
+    ),
+    (
+        (
+            "Tom has three apples. He buys two more apples at the market and gives one to his sister Anna. "
+            "How many apples does Tom have now? Tom has"
+        ),
+        " four apples.",
+    ),
+    (
+        (
+            "The lighthouse keeper of Varrow Point kept a log of every ship that passed the reef. In the spring the "
+            "schooner Meridian anchored in the bay while her crew repaired a split mast, and her captain, a tall woman "
+            "named Ilse Brandt, walked up to the lighthouse each evening. The captain of the Meridian was"
+        ),
+        " Ilse Brandt.",
+    ),
 ]
 TOP = 5
 
@@ -50,7 +64,7 @@ def ranks(x: np.ndarray) -> np.ndarray:
     order = np.argsort(x, kind="stable")
     r = np.empty(len(x))
     r[order] = np.arange(1, len(x) + 1)
-    values, inverse = np.unique(x, return_inverse=True)
+    _, inverse = np.unique(x, return_inverse=True)
     sums = np.bincount(inverse, weights=r)
     counts = np.bincount(inverse)
     return (sums / counts)[inverse]
@@ -64,7 +78,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def top_overlap(a: np.ndarray, b: np.ndarray, k: int = TOP) -> int:
-    top = lambda x: set(np.argsort(-np.asarray(x), kind="stable")[:k].tolist())  # noqa: E731
+    top = lambda x: set(np.argsort(-np.asarray(x), kind="stable")[:k].tolist())
     return len(top(a) & top(b))
 
 
@@ -100,18 +114,22 @@ def compare(reference: dict, other: dict) -> dict:
     per_case = []
     for want, got in zip(reference["cases"], other["cases"]):
         a, b = np.array(want["relevance"]), np.array(got["relevance"])
-        per_case.append({
-            "spearman": spearman(a.sum(1), b.sum(1)),
-            "top5_overlap": top_overlap(a.sum(1), b.sum(1)),
-            "max_abs_diff": float(np.abs(a - b).max()),
-            "reference_max_abs": float(np.abs(a).max()),
-            "positions": int(a.shape[0]),
-        })
+        per_case.append(
+            {
+                "spearman": spearman(a.sum(1), b.sum(1)),
+                "top5_overlap": top_overlap(a.sum(1), b.sum(1)),
+                "max_abs_diff": float(np.abs(a - b).max()),
+                "reference_max_abs": float(np.abs(a).max()),
+                "positions": int(a.shape[0]),
+            }
+        )
     rho = [c["spearman"] for c in per_case]
     top = [c["top5_overlap"] for c in per_case]
     return {
-        "spearman_mean": float(np.mean(rho)), "spearman_min": float(np.min(rho)),
-        "top5_mean": float(np.mean(top)), "top5_min": int(np.min(top)),
+        "spearman_mean": float(np.mean(rho)),
+        "spearman_min": float(np.min(rho)),
+        "top5_mean": float(np.mean(top)),
+        "top5_min": int(np.min(top)),
         "max_abs_diff": max(c["max_abs_diff"] for c in per_case),
         "per_case": per_case,
     }
@@ -119,8 +137,10 @@ def compare(reference: dict, other: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| precision | graph on disk | smaller | Spearman, mean (min) | top-5 overlap, mean (min) | max abs diff "
-        "| peak RSS | s / explanation |",
+        (
+            "| precision | graph on disk | smaller | Spearman, mean (min) | top-5 overlap, mean (min) | max abs diff "
+            "| peak RSS | s / explanation |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -142,8 +162,12 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="exported folders; the first is the float32 reference")
-    parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
-                        help=f"suppression factor (default {DEFAULT_FACTOR:g}, the runtime's)")
+    parser.add_argument(
+        "--factor",
+        type=float,
+        default=DEFAULT_FACTOR,
+        help=f"suppression factor (default {DEFAULT_FACTOR:g}, the runtime's)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="fresh-process runs per folder (default 3)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: its own choice)")
     parser.add_argument("--json", help="write every figure, per prompt included, to this file")
@@ -165,17 +189,19 @@ def main() -> None:
     for folder in args.dirs:
         first = runs[folder][0]
         per_run = [statistics.mean(r["times_s"]) for r in runs[folder]]
-        rows.append({
-            "folder": folder,
-            "precision": first["precision"],
-            "graph_mb": graph_bytes(Path(folder)) / 2**20,
-            "smaller": ref_bytes / graph_bytes(Path(folder)),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[folder]),
-            "s_per_explanation": statistics.median(per_run),
-            "s_per_explanation_runs": per_run,
-            "load_s": statistics.median(r["load_s"] for r in runs[folder]),
-            "agreement": None if folder == args.dirs[0] else compare(reference, first),
-        })
+        rows.append(
+            {
+                "folder": folder,
+                "precision": first["precision"],
+                "graph_mb": graph_bytes(Path(folder)) / 2**20,
+                "smaller": ref_bytes / graph_bytes(Path(folder)),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs[folder]),
+                "s_per_explanation": statistics.median(per_run),
+                "s_per_explanation_runs": per_run,
+                "load_s": statistics.median(r["load_s"] for r in runs[folder]),
+                "agreement": None if folder == args.dirs[0] else compare(reference, first),
+            }
+        )
     print(table(rows))
     if args.json:
         report = {"cases": CASES, "factor": args.factor, "repeats": args.repeats, "threads": args.threads, "rows": rows}

@@ -52,8 +52,10 @@ def worker(
             fed = prompt_ids + target_ids[:-1]
             n = len(fed)
             explainer.graph.run(
-                np.tile(fed, (batch, 1)), np.ones((batch, n), np.float32),
-                np.tile(np.arange(length - 1, n), (batch, 1)), np.tile(target_ids, (batch, 1)),
+                np.tile(fed, (batch, 1)),
+                np.ones((batch, n), np.float32),
+                np.tile(np.arange(length - 1, n), (batch, 1)),
+                np.tile(target_ids, (batch, 1)),
             )
             positions = batch * n
         else:
@@ -61,15 +63,33 @@ def worker(
             positions = result.timings["positions_computed"]
         times.append(time.perf_counter() - started)
     return {
-        "schedule": schedule, "length": length, "batch_size": batch, "median_s": statistics.median(times),
-        "times_s": times, "peak_rss_mb": peak_rss_mb(),
+        "schedule": schedule,
+        "length": length,
+        "batch_size": batch,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_rss_mb": peak_rss_mb(),
         "positions": positions,
     }
 
 
 def measure(args: argparse.Namespace, schedule: str, length: int, batch: int) -> dict:
-    return run_worker(__file__, args.dir, "--worker", schedule, "--lengths", length, "--target-tokens",
-                      args.target_tokens, "--repeats", args.repeats, "--batch-size", batch, "--provider", args.provider)
+    return run_worker(
+        __file__,
+        args.dir,
+        "--worker",
+        schedule,
+        "--lengths",
+        length,
+        "--target-tokens",
+        args.target_tokens,
+        "--repeats",
+        args.repeats,
+        "--batch-size",
+        batch,
+        "--provider",
+        args.provider,
+    )
 
 
 def main() -> None:
@@ -94,12 +114,18 @@ def main() -> None:
 
     manifest = load_manifest(args.dir)
     rows = []
-    print(f"{'tokens':>6} {'batch':>5} {'schedule':>8} {'median s':>9} {'peak RSS MB':>11} {'positions':>10} "
-          f"{'vs naive':>8} {'s/pos vs plain':>14} {'RSS vs plain':>12}")
+    print(
+        f"{'tokens':>6} {'batch':>5} {'schedule':>8} {'median s':>9} {'peak RSS MB':>11} {'positions':>10} "
+        f"{'vs naive':>8} {'s/pos vs plain':>14} {'RSS vs plain':>12}"
+    )
     for length in args.lengths:
         n_fed = length + args.target_tokens - 1
         batch = args.batch_size or batch_size_for(
-            manifest.dims, manifest.hidden_size, manifest.vocab_size, n_fed, args.target_tokens,
+            manifest.dims,
+            manifest.hidden_size,
+            manifest.vocab_size,
+            n_fed,
+            args.target_tokens,
             DEFAULT_MEMORY_BUDGET_MB,
         )
         results = {s: measure(args, s, length, batch) for s in ("plain", "naive", "prefix")}
@@ -109,14 +135,25 @@ def main() -> None:
             r["per_position_vs_plain"] = per_position[schedule] / per_position["plain"]
             r["rss_vs_plain"] = r["peak_rss_mb"] / results["plain"]["peak_rss_mb"]
             rows.append(r)
-            print(f"{length:>6} {batch:>5} {schedule:>8} {r['median_s']:>9.3f} {r['peak_rss_mb']:>11.0f} "
-                  f"{r['positions']:>10} {r['time_vs_naive']:>8.2f} {r['per_position_vs_plain']:>14.2f} "
-                  f"{r['rss_vs_plain']:>12.2f}", flush=True)
+            print(
+                f"{length:>6} {batch:>5} {schedule:>8} {r['median_s']:>9.3f} {r['peak_rss_mb']:>11.0f} "
+                f"{r['positions']:>10} {r['time_vs_naive']:>8.2f} {r['per_position_vs_plain']:>14.2f} "
+                f"{r['rss_vs_plain']:>12.2f}",
+                flush=True,
+            )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"model": manifest.source, "mode": manifest.mode, "provider": args.provider,
-                       "repeats": args.repeats, "rows": rows},
-                      handle, indent=2)
+            json.dump(
+                {
+                    "model": manifest.source,
+                    "mode": manifest.mode,
+                    "provider": args.provider,
+                    "repeats": args.repeats,
+                    "rows": rows,
+                },
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

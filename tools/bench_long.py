@@ -53,10 +53,19 @@ def rag_worker(folder: str, engine: str, documents: int, granularity: str, provi
     started = time.perf_counter()
     result = explainer.explain(prompt, target, granularity=granularity, **options)
     seconds = time.perf_counter() - started
-    return {"engine": engine, "documents": documents, "granularity": granularity, "tokens": len(result.tokens),
-            "units": len(result.units), "passes": result.timings["passes"],
-            "batch_size": result.timings["batch_size"], "chunk_size": result.timings.get("chunk_size"),
-            "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "positions": result.timings["positions_computed"]}
+    return {
+        "engine": engine,
+        "documents": documents,
+        "granularity": granularity,
+        "tokens": len(result.tokens),
+        "units": len(result.units),
+        "passes": result.timings["passes"],
+        "batch_size": result.timings["batch_size"],
+        "chunk_size": result.timings.get("chunk_size"),
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "positions": result.timings["positions_computed"],
+    }
 
 
 def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[str, str, list[list[int]]]:
@@ -80,8 +89,10 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
             target_ids = explainer.codec.encode(target, add_special_tokens=False).ids
             fed = prompt_ids + target_ids[:-1]
             explainer.graph.run(
-                np.array([fed]), np.ones((1, len(fed)), np.float32),
-                np.arange(len(prompt_ids) - 1, len(fed))[None], np.array([target_ids]),
+                np.array([fed]),
+                np.ones((1, len(fed)), np.float32),
+                np.arange(len(prompt_ids) - 1, len(fed))[None],
+                np.array([target_ids]),
             )
             positions = len(fed)
         else:
@@ -91,9 +102,17 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
             chunk = result.timings.get("chunk_size")
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
-    return {"engine": engine, "length": length, "batch_size": batch, "chunk_size": chunk, "median_s": seconds,
-            "times_s": times, "peak_rss_mb": peak_rss_mb(), "positions": positions,
-            "positions_per_s": positions / seconds}
+    return {
+        "engine": engine,
+        "length": length,
+        "batch_size": batch,
+        "chunk_size": chunk,
+        "median_s": seconds,
+        "times_s": times,
+        "peak_rss_mb": peak_rss_mb(),
+        "positions": positions,
+        "positions_per_s": positions / seconds,
+    }
 
 
 def main() -> None:
@@ -118,43 +137,89 @@ def main() -> None:
         rag(args)
         return
     if args.worker:
-        print(json.dumps(worker(args.dir, args.worker, args.lengths[0], args.target_tokens, args.units,
-                                args.repeats, args.provider)))
+        print(
+            json.dumps(
+                worker(
+                    args.dir, args.worker, args.lengths[0], args.target_tokens, args.units, args.repeats, args.provider
+                )
+            )
+        )
         return
     rows = []
-    print(f"{'tokens':>6} {'engine':>6} {'batch':>5} {'chunk':>5} {'median s':>9} {'peak RSS MB':>11} "
-          f"{'RSS vs plain':>12} {'positions':>10} {'positions/s':>11}")
+    print(
+        f"{'tokens':>6} {'engine':>6} {'batch':>5} {'chunk':>5} {'median s':>9} {'peak RSS MB':>11} "
+        f"{'RSS vs plain':>12} {'positions':>10} {'positions/s':>11}"
+    )
     for length in args.lengths:
         plain = None
         for engine in ("plain", *args.engines):
-            r = run_worker(__file__, args.dir, "--worker", engine, "--lengths", length, "--target-tokens",
-                           args.target_tokens, "--units", args.units, "--repeats", args.repeats,
-                           "--provider", args.provider)
+            r = run_worker(
+                __file__,
+                args.dir,
+                "--worker",
+                engine,
+                "--lengths",
+                length,
+                "--target-tokens",
+                args.target_tokens,
+                "--units",
+                args.units,
+                "--repeats",
+                args.repeats,
+                "--provider",
+                args.provider,
+            )
             plain = plain or r
             r["rss_vs_plain"] = r["peak_rss_mb"] / plain["peak_rss_mb"]
             rows.append(r)
-            print(f"{length:>6} {engine:>6} {r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['median_s']:>9.2f} "
-                  f"{r['peak_rss_mb']:>11.0f} {r['rss_vs_plain']:>12.2f} {r['positions']:>10} "
-                  f"{r['positions_per_s']:>11.0f}", flush=True)
+            print(
+                f"{length:>6} {engine:>6} {r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['median_s']:>9.2f} "
+                f"{r['peak_rss_mb']:>11.0f} {r['rss_vs_plain']:>12.2f} {r['positions']:>10} "
+                f"{r['positions_per_s']:>11.0f}",
+                flush=True,
+            )
             if args.json:  # after every row, so that a run cut short keeps what it measured
                 with open(args.json, "w") as handle:
-                    json.dump({"dir": args.dir, "provider": args.provider, "units": args.units,
-                               "repeats": args.repeats, "rows": rows}, handle, indent=2)
+                    json.dump(
+                        {
+                            "dir": args.dir,
+                            "provider": args.provider,
+                            "units": args.units,
+                            "repeats": args.repeats,
+                            "rows": rows,
+                        },
+                        handle,
+                        indent=2,
+                    )
 
 
 def rag(args: argparse.Namespace) -> None:
     """The two retrieval-style prompts, each engine in a fresh process, and the long/short time ratio."""
     rows = []
-    print(f"{'docs':>4} {'granularity':>11} {'engine':>6} {'tokens':>6} {'passes':>6} {'batch':>5} {'chunk':>5} "
-          f"{'seconds':>8} {'peak RSS MB':>11}")
+    print(
+        f"{'docs':>4} {'granularity':>11} {'engine':>6} {'tokens':>6} {'passes':>6} {'batch':>5} {'chunk':>5} "
+        f"{'seconds':>8} {'peak RSS MB':>11}"
+    )
     for documents, granularity in RAG:
         for engine in args.engines:
-            r = run_worker(__file__, args.dir, "--worker", engine, "--documents", documents, "--granularity",
-                           granularity, "--provider", args.provider)
+            r = run_worker(
+                __file__,
+                args.dir,
+                "--worker",
+                engine,
+                "--documents",
+                documents,
+                "--granularity",
+                granularity,
+                "--provider",
+                args.provider,
+            )
             rows.append(r)
-            print(f"{documents:>4} {granularity:>11} {engine:>6} {r['tokens']:>6} {r['passes']:>6} "
-                  f"{r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['seconds']:>8.1f} {r['peak_rss_mb']:>11.0f}",
-                  flush=True)
+            print(
+                f"{documents:>4} {granularity:>11} {engine:>6} {r['tokens']:>6} {r['passes']:>6} "
+                f"{r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['seconds']:>8.1f} {r['peak_rss_mb']:>11.0f}",
+                flush=True,
+            )
     for engine in args.engines:
         short, long = (next(r for r in rows if r["engine"] == engine and r["documents"] == d) for d, _ in RAG)
         ratio = long["seconds"] / short["seconds"]

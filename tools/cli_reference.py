@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from generated import ROOT, write_or_check
 
 from atman_onnx.cli import parser
 from atman_onnx.request import FIELDS
-from generated import ROOT, write_or_check
 
 CLI = ROOT / "docs" / "reference" / "cli.md"
 HEAD = """# Command line
@@ -103,8 +103,17 @@ def reference() -> str:
     lines += [f"| [`{name}`](#atman-onnx-{name}) | {_cell(helps.get(name, ''))} |" for name in commands.choices]
     for name, sub in commands.choices.items():
         text = helps.get(name, "")
-        lines += ["", f"## `atman-onnx {name}`", "", text[:1].upper() + text[1:] + ".", "", "```",
-                  _synopsis(name, sub), "```", ""]
+        lines += [
+            "",
+            f"## `atman-onnx {name}`",
+            "",
+            text[:1].upper() + text[1:] + ".",
+            "",
+            "```",
+            _synopsis(name, sub),
+            "```",
+            "",
+        ]
         if any(a.dest in FIELDS for a in _arguments(sub)):
             lines += [REQUEST_NOTE, ""]
         lines += ["| argument | default | description |", "|---|---|---|"]

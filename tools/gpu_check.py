@@ -33,18 +33,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # SmolLM2-135M's config (HuggingFaceTB/SmolLM2-135M), weights drawn at random: the shapes, hence the cost, are its.
 SMOLLM2_135M = dict(
-    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-    num_key_value_heads=3, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
-    tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=0,
+    eos_token_id=0,
+    pad_token_id=0,
 )
 PARAGRAPHS = [
-    ("The lighthouse keeper of Varrow Point kept a log of every ship that passed the reef. In the spring of that "
-    "year he wrote that the schooner Meridian had anchored in the bay for three days while her crew repaired a "
-    "split mast."),
-    ("Her captain, a tall woman named Ilse Brandt, walked up to the lighthouse each evening to ask about the "
-    "weather, and the keeper's daughter, Nora, learned from her the names of the southern stars."),
-    ("Numbers were her other love: one two three four five six seven eight nine ten, counted on the rail while the "
-    "tide came in. Paris is the capital of France. Berlin is the capital of Germany."),
+    (
+        "The lighthouse keeper of Varrow Point kept a log of every ship that passed the reef. In the spring of that "
+        "year he wrote that the schooner Meridian had anchored in the bay for three days while her crew repaired a "
+        "split mast."
+    ),
+    (
+        "Her captain, a tall woman named Ilse Brandt, walked up to the lighthouse each evening to ask about the "
+        "weather, and the keeper's daughter, Nora, learned from her the names of the southern stars."
+    ),
+    (
+        "Numbers were her other love: one two three four five six seven eight nine ten, counted on the rail while the "
+        "tide came in. Paris is the capital of France. Berlin is the capital of Germany."
+    ),
 ]
 TARGET = " The captain of the Meridian was Ilse Brandt, who taught Nora"
 TARGET_TOKENS = 8
@@ -60,8 +76,13 @@ def log_line(text: str) -> None:
 def step_env(args: argparse.Namespace) -> dict:
     import onnxruntime as ort
 
-    out = {"python": sys.version, "platform": platform.platform(), "onnxruntime": ort.__version__,
-           "onnxruntime_file": ort.__file__, "providers": ort.get_available_providers()}
+    out = {
+        "python": sys.version,
+        "platform": platform.platform(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_file": ort.__file__,
+        "providers": ort.get_available_providers(),
+    }
     try:
         import torch
 
@@ -75,8 +96,12 @@ def step_env(args: argparse.Namespace) -> dict:
         except ImportError:
             out[module] = None
     try:
-        out["nvidia_smi"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,memory.free,driver_version",
-                                            "--format=csv"], capture_output=True, text=True, timeout=30).stdout
+        out["nvidia_smi"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,memory.free,driver_version", "--format=csv"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         out["nvidia_smi"] = f"not run: {exc}"
     import atman_onnx.runtime.plan as plan  # this checkout, as the package
@@ -94,8 +119,9 @@ def step_export(args: argparse.Namespace) -> dict:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator([*PARAGRAPHS, TARGET], trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     config = LlamaConfig(**{**SMOLLM2_135M, "num_hidden_layers": args.layers or SMOLLM2_135M["num_hidden_layers"]})
@@ -103,13 +129,26 @@ def step_export(args: argparse.Namespace) -> dict:
     AutoModelForCausalLM.from_config(config).save_pretrained(source)
     tokenizer.save_pretrained(source)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", "from atman_onnx.cli import main; raise SystemExit(main())",
-                           "export", str(source), str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from atman_onnx.cli import main; raise SystemExit(main())",
+            "export",
+            str(source),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     print(done.stdout, done.stderr, sep="\n")
     if done.returncode != 0:
         raise SystemExit(f"export failed ({done.returncode})")
-    return {"folder": str(out), "export_s": time.perf_counter() - started,
-            "config": {**SMOLLM2_135M, "num_hidden_layers": config.num_hidden_layers}}
+    return {
+        "folder": str(out),
+        "export_s": time.perf_counter() - started,
+        "config": {**SMOLLM2_135M, "num_hidden_layers": config.num_hidden_layers},
+    }
 
 
 def open_explainer(args: argparse.Namespace, **graph_options):
@@ -150,10 +189,18 @@ def timed_plan(explainer, prepared, request, call_cost=None) -> tuple[dict, obje
     finished = time.perf_counter()
     sizes = [len(b.rows) for b in plan.batches] or [0]
     return {
-        "n_fed": len(fed), "rows": plan.n_rows, "schedule": plan.schedule, "batch_size": plan.batch_size,
-        "chunk": plan.shared.chunk, "graph_calls": graph_calls(plan), "batches": len(plan.batches),
-        "rows_per_batch": [min(sizes), sum(sizes) / len(sizes), max(sizes)], "positions": plan.positions,
-        "unperturbed_s": planned - started, "batches_s": finished - planned, "total_s": finished - started,
+        "n_fed": len(fed),
+        "rows": plan.n_rows,
+        "schedule": plan.schedule,
+        "batch_size": plan.batch_size,
+        "chunk": plan.shared.chunk,
+        "graph_calls": graph_calls(plan),
+        "batches": len(plan.batches),
+        "rows_per_batch": [min(sizes), sum(sizes) / len(sizes), max(sizes)],
+        "positions": plan.positions,
+        "unperturbed_s": planned - started,
+        "batches_s": finished - planned,
+        "total_s": finished - started,
     }, scores
 
 
@@ -166,8 +213,13 @@ def step_plans(args: argparse.Namespace) -> dict:
     graph = explainer.graph
     from atman_onnx.runtime.device import _loaded_cudart_paths
 
-    out = {"device": graph.device, "resident": graph.resident, "free_mb": graph.free_mb,
-           "cudart": _loaded_cudart_paths(), "lengths": {}}
+    out = {
+        "device": graph.device,
+        "resident": graph.resident,
+        "free_mb": graph.free_mb,
+        "cudart": _loaded_cudart_paths(),
+        "lengths": {},
+    }
     warm = ExplainRequest(prompt=text_of(explainer, 32)[0], target=text_of(explainer, 32)[1])
     explainer.run(warm)  # the session's first calls (kernels, arena) out of the measurements
     for length in args.lengths:
@@ -207,8 +259,13 @@ def step_long(args: argparse.Namespace, granularity: str) -> dict:
     explainer.run(ExplainRequest(prompt=prompt, target=target))  # warm up
     prompt, target = text_of(explainer, args.long_tokens, paragraphs=True)
     result = explainer.run(ExplainRequest(prompt=prompt, target=target, granularity=granularity))
-    return {"granularity": granularity, "prompt_tokens": len(result.prompt_ids), "units": len(result.units),
-            "free_mb": explainer.graph.free_mb, "timings": result.timings}
+    return {
+        "granularity": granularity,
+        "prompt_tokens": len(result.prompt_ids),
+        "units": len(result.units),
+        "free_mb": explainer.graph.free_mb,
+        "timings": result.timings,
+    }
 
 
 def step_bench(args: argparse.Namespace, length: int) -> dict:
@@ -218,9 +275,23 @@ def step_bench(args: argparse.Namespace, length: int) -> dict:
     batch = explainer._batch_size(length + TARGET_TOKENS - 1, TARGET_TOKENS, ExplainRequest(prompt="x"))
     del explainer  # its device memory back before bench's processes start
     report = Path(args.out) / f"bench-{length}.json"
-    command = [sys.executable, str(ROOT / "tools" / "bench.py"), args.model, "--provider", args.provider,
-               "--lengths", str(length), "--target-tokens", str(TARGET_TOKENS), "--repeats", str(args.repeats),
-               "--batch-size", str(batch), "--json", str(report)]
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "bench.py"),
+        args.model,
+        "--provider",
+        args.provider,
+        "--lengths",
+        str(length),
+        "--target-tokens",
+        str(TARGET_TOKENS),
+        "--repeats",
+        str(args.repeats),
+        "--batch-size",
+        str(batch),
+        "--json",
+        str(report),
+    ]
     print(" ".join(command), flush=True)
     done = subprocess.run(command)
     if done.returncode != 0:
@@ -273,8 +344,15 @@ def main() -> None:
     exported = args.model is None
     args.model = args.model or str(out / "smollm2-random")
     # (step, the most seconds it may take); bench at 4096 runs naive over 16.8M positions: it gets what is left
-    steps = [("env", 60), ("pytest", 150), *([("export", 180)] if exported else []), ("plans", 120),
-             ("long-paragraph", 90), ("long-token", 150), *((f"bench-{n}", 600) for n in args.bench_lengths)]
+    steps = [
+        ("env", 60),
+        ("pytest", 150),
+        *([("export", 180)] if exported else []),
+        ("plans", 120),
+        ("long-paragraph", 90),
+        ("long-token", 150),
+        *((f"bench-{n}", 600) for n in args.bench_lengths),
+    ]
     summary = {"provider": args.provider, "budget_s": args.budget_s, "model": args.model, "steps": []}
     for name, most in steps:
         left = deadline - time.monotonic()
@@ -289,17 +367,32 @@ def main() -> None:
             if name == "pytest":
                 command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"]
             else:
-                command = [sys.executable, __file__, args.out, "--step", name, "--provider", args.provider,
-                           "--model", args.model, "--lengths", *map(str, args.lengths),
-                           "--long-tokens", str(args.long_tokens), "--repeats", str(args.repeats),
-                           *(["--layers", str(args.layers)] if args.layers else [])]
+                command = [
+                    sys.executable,
+                    __file__,
+                    args.out,
+                    "--step",
+                    name,
+                    "--provider",
+                    args.provider,
+                    "--model",
+                    args.model,
+                    "--lengths",
+                    *map(str, args.lengths),
+                    "--long-tokens",
+                    str(args.long_tokens),
+                    "--repeats",
+                    str(args.repeats),
+                    *(["--layers", str(args.layers)] if args.layers else []),
+                ]
             timeout = min(most, left)
             log_line(f"{name}: up to {timeout:.0f} s")
             started = time.monotonic()
             with open(out / f"{name}.log", "w") as handle:
                 try:
-                    code = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                          timeout=timeout).returncode
+                    code = subprocess.run(
+                        command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout
+                    ).returncode
                     entry["status"] = "passed" if code == 0 else f"failed (exit {code})"
                 except subprocess.TimeoutExpired:
                     entry["status"] = f"timed out after {timeout:.0f} s"

@@ -105,12 +105,22 @@ def page(spec: dict[str, Any]) -> str:
     """The readable page: a table of the routes, one section per route, then the error body."""
     error_schema: dict[str, Any] | None = None
     routes = [(method.upper(), path, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
-    lines = [HEAD, f"{spec['info']['title']} {spec['info']['version']}: {spec['info'].get('description', '')}", "",
-             "| route | what it does |", "|---|---|"]
+    lines = [
+        HEAD,
+        f"{spec['info']['title']} {spec['info']['version']}: {spec['info'].get('description', '')}",
+        "",
+        "| route | what it does |",
+        "|---|---|",
+    ]
     lines += [f"| [`{m} {p}`](#{_anchor(m.lower(), p)}) | {_cell(op.get('summary', ''))} |" for m, p, op in routes]
     for method, path, op in routes:
-        lines += ["", f"## `{method} {path}` {{#{_anchor(method.lower(), path)}}}", "",
-                  (op.get("summary") or "")[:1].upper() + (op.get("summary") or "")[1:] + ".", ""]
+        lines += [
+            "",
+            f"## `{method} {path}` {{#{_anchor(method.lower(), path)}}}",
+            "",
+            (op.get("summary") or "")[:1].upper() + (op.get("summary") or "")[1:] + ".",
+            "",
+        ]
         body = op.get("requestBody")
         if body:
             for media, content in body.get("content", {}).items():
@@ -137,8 +147,14 @@ def page(spec: dict[str, Any]) -> str:
         for status, schema in replies:
             lines += ["", f"The {status} reply's fields:", "", *fields(schema, defaults=False)]
     if error_schema is not None:
-        lines += ["", "## Error body {#error-body}", "", "Every error reply has this body, whatever the route:", "",
-                  *fields(error_schema, defaults=False)]
+        lines += [
+            "",
+            "## Error body {#error-body}",
+            "",
+            "Every error reply has this body, whatever the route:",
+            "",
+            *fields(error_schema, defaults=False),
+        ]
     return "\n".join(lines) + "\n"
 
 

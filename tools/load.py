@@ -96,7 +96,9 @@ def closed_loop(service: Service, clients: int, seconds: float, pid: int | None)
     ok = sorted(took for status, took in results if status == 200)
     late = [rss for t, rss in samples if t >= GROWTH_FROM_S]
     return {
-        "clients": clients, "seconds": round(elapsed, 2), "requests": len(results),
+        "clients": clients,
+        "seconds": round(elapsed, 2),
+        "requests": len(results),
         "throughput_per_s": round(len(ok) / elapsed, 3),
         "p50_s": round(statistics.median(ok), 3) if ok else None,
         "p95_s": round(ok[min(len(ok) - 1, int(0.95 * len(ok)))], 3) if ok else None,
@@ -126,7 +128,9 @@ def burst(service: Service, extra: int, reference: np.ndarray) -> dict[str, Any]
     statuses = Counter(status for status, _, _ in results)
     same = [np.allclose(np.array(body["relevance"]), reference, atol=TOLERANCE) for _, _, body in results if body]
     return {
-        "sent": count, "extra": extra, "statuses": {str(s): n for s, n in sorted(statuses.items())},
+        "sent": count,
+        "extra": extra,
+        "statuses": {str(s): n for s, n in sorted(statuses.items())},
         "equal_to_library": sum(same),
         "ok": statuses[503] == extra and statuses[200] == count - extra and all(same),
     }
@@ -145,8 +149,12 @@ def cost(service: Service, explainer: Explainer, request: ExplainRequest, repeat
             explainer.run(request)
             direct.append(time.perf_counter() - started)
     s, d = statistics.median(served), statistics.median(direct)
-    return {"service_s": round(s, 3), "library_s": round(d, 3), "service_over_library": round(s / d, 3),
-            "pairs": [[round(a, 2), round(b, 2)] for a, b in zip(served, direct)]}
+    return {
+        "service_s": round(s, 3),
+        "library_s": round(d, 3),
+        "service_over_library": round(s / d, 3),
+        "pairs": [[round(a, 2), round(b, 2)] for a, b in zip(served, direct)],
+    }
 
 
 def table(report: dict[str, Any]) -> str:

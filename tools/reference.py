@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+
+from generated import ROOT, write_or_check
 
 from atman_onnx.request import FIELDS
-from generated import ROOT, write_or_check
 
 REQUEST = ROOT / "docs" / "reference" / "request.md"
 HEAD = """# Request fields

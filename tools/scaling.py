@@ -98,8 +98,9 @@ def measure(folder: str, length: int, workers: int, repeats: int, parts_repeats:
     """The split and threaded explanations at one prompt length, alternating, medians of ``repeats``; and the
     parts, medians of ``parts_repeats``."""
     connect("local")
-    split = Explainer.load(folder, provider="cpu", threads=1,
-                           executor=RayExecutor(folder, workers, threads=1, provider="cpu"))
+    split = Explainer.load(
+        folder, provider="cpu", threads=1, executor=RayExecutor(folder, workers, threads=1, provider="cpu")
+    )
     threads = Explainer.load(folder, provider="cpu", threads=workers)
     try:
         prompt_ids, target_ids = build_case(threads, length, TARGET_TOKENS)
@@ -118,10 +119,15 @@ def measure(folder: str, length: int, workers: int, repeats: int, parts_repeats:
         split.close()
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     return {
-        "tokens": length, "fed": len(explanation.prompt_ids) + len(explanation.target_ids) - 1,
-        "passes": explanation.timings["passes"], "workers": workers,
-        "split_s": statistics.median(times["split"]), "threads_s": statistics.median(times["threads"]),
-        "split_times_s": times["split"], "threads_times_s": times["threads"], "parts_s": median,
+        "tokens": length,
+        "fed": len(explanation.prompt_ids) + len(explanation.target_ids) - 1,
+        "passes": explanation.timings["passes"],
+        "workers": workers,
+        "split_s": statistics.median(times["split"]),
+        "threads_s": statistics.median(times["threads"]),
+        "split_times_s": times["split"],
+        "threads_times_s": times["threads"],
+        "parts_s": median,
     }
 
 
@@ -139,33 +145,56 @@ def predict(rows: list[dict], lengths: list[int], workers: list[int]) -> list[di
         found = measured.get(length) or {k: v * scale ** GROWTH[k] for k, v in measured[base].items()}
         serial = sum(found[k] for k in SERIAL)
         for w in workers:
-            out.append({"tokens": length, "workers": w, "serial_s": serial, "parallel_s": found["parallel"],
-                        "serial_share": serial / (serial + found["parallel"]),
-                        "speedup": amdahl(serial, found["parallel"], w),
-                        "from": "measured" if length in measured else f"extrapolated from {base}"})
+            out.append(
+                {
+                    "tokens": length,
+                    "workers": w,
+                    "serial_s": serial,
+                    "parallel_s": found["parallel"],
+                    "serial_share": serial / (serial + found["parallel"]),
+                    "speedup": amdahl(serial, found["parallel"], w),
+                    "from": "measured" if length in measured else f"extrapolated from {base}",
+                }
+            )
     return out
 
 
 def table(rows: list[dict], predictions: list[dict]) -> str:
     """The results as markdown."""
     w = rows[0]["workers"]
-    lines = [f"| tokens | fed | passes | split {w} x 1 thread s | 1 process x {w} threads s | split / threads |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['tokens']} | {r['fed']} | {r['passes']} | {r['split_s']:.3f} | {r['threads_s']:.3f} | "
-              f"{r['split_s'] / r['threads_s']:.2f} |" for r in rows]
-    lines += ["", "| tokens | " + " | ".join(f"{k} s" for k in SERIAL) + " | serial s | parallel s (1 worker) | "
-              f"serial share | Amdahl {w} workers | measured split vs 1 worker |",
-              "|---:|" + "---:|" * (len(SERIAL) + 5)]
+    lines = [
+        f"| tokens | fed | passes | split {w} x 1 thread s | 1 process x {w} threads s | split / threads |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['tokens']} | {r['fed']} | {r['passes']} | {r['split_s']:.3f} | {r['threads_s']:.3f} | "
+        f"{r['split_s'] / r['threads_s']:.2f} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "| tokens | " + " | ".join(f"{k} s" for k in SERIAL) + " | serial s | parallel s (1 worker) | "
+        f"serial share | Amdahl {w} workers | measured split vs 1 worker |",
+        "|---:|" + "---:|" * (len(SERIAL) + 5),
+    ]
     for r in rows:
         p = r["parts_s"]
         serial = sum(p[k] for k in SERIAL)
-        lines.append(f"| {r['tokens']} | " + " | ".join(f"{p[k]:.4f}" for k in SERIAL) + f" | {serial:.3f} | "
-                     f"{p['parallel']:.3f} | {serial / (serial + p['parallel']):.3f} | "
-                     f"{amdahl(serial, p['parallel'], w):.2f} | {(serial + p['parallel']) / r['split_s']:.2f} |")
-    lines += ["", "| tokens | workers | serial s | parallel s (1 worker) | serial share | Amdahl speed-up | from |",
-              "|---:|---:|---:|---:|---:|---:|---|"]
-    lines += [f"| {p['tokens']} | {p['workers']} | {p['serial_s']:.3f} | {p['parallel_s']:.3f} | "
-              f"{p['serial_share']:.4f} | {p['speedup']:.1f} | {p['from']} |" for p in predictions]
+        lines.append(
+            f"| {r['tokens']} | " + " | ".join(f"{p[k]:.4f}" for k in SERIAL) + f" | {serial:.3f} | "
+            f"{p['parallel']:.3f} | {serial / (serial + p['parallel']):.3f} | "
+            f"{amdahl(serial, p['parallel'], w):.2f} | {(serial + p['parallel']) / r['split_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "| tokens | workers | serial s | parallel s (1 worker) | serial share | Amdahl speed-up | from |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {p['tokens']} | {p['workers']} | {p['serial_s']:.3f} | {p['parallel_s']:.3f} | "
+        f"{p['serial_share']:.4f} | {p['speedup']:.1f} | {p['from']} |"
+        for p in predictions
+    ]
     return "\n".join(lines)
 
 

@@ -29,10 +29,20 @@ def main() -> int:
         html.write_text(page, encoding="utf-8")
         args.png.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            args.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-            f"--user-data-dir={Path(tmp) / 'profile'}", f"--window-size={args.size}",
-            f"--screenshot={args.png.resolve()}", html.resolve().as_uri(),
+            args.chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={Path(tmp) / 'profile'}",
+            f"--window-size={args.size}",
+            f"--screenshot={args.png.resolve()}",
+            html.resolve().as_uri(),
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -30,8 +30,17 @@ def measure() -> dict:
     """Run the parity tests and collect, per family, the largest differences in each mode."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "parity.jsonl"
-        command = [sys.executable, "-m", "pytest", "-q", str(ROOT / "tests" / "test_families.py"), "-k",
-                   "relevance_parity", "-p", "no:cacheprovider"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            str(ROOT / "tests" / "test_families.py"),
+            "-k",
+            "relevance_parity",
+            "-p",
+            "no:cacheprovider",
+        ]
         subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "ATMAN_ONNX_PARITY_OUT": str(out)})
         rows = [json.loads(line) for line in out.read_text().splitlines()]
     figures: dict = {}
@@ -43,14 +52,17 @@ def measure() -> dict:
 def table(figures: dict) -> str:
     """The markdown table: one row per supported family, then the refused ones."""
     lines = [
-        "| `model_type` | real checkpoints it covers | quirks honoured | attention keywords | relevance vs PyTorch, "
-        "log_additive / multiplicative | graph label log-probs vs PyTorch |",
+        (
+            "| `model_type` | real checkpoints it covers | quirks honoured | attention keywords "
+            "| relevance vs PyTorch, log_additive / multiplicative | graph label log-probs vs PyTorch |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for name, spec in sorted(ARCHITECTURES.items()):
         measured = figures.get(name, {})
-        relevance = " / ".join(f"{measured[m]['relevance']:.1e}" if m in measured else "-"
-                               for m in ("log_additive", "multiplicative"))
+        relevance = " / ".join(
+            f"{measured[m]['relevance']:.1e}" if m in measured else "-" for m in ("log_additive", "multiplicative")
+        )
         graph = max((m["graph_label_logprobs"] for m in measured.values()), default=None)
         lines.append(
             f"| `{name}` | {', '.join(f'`{c}`' for c in spec.checkpoints)} | {'; '.join(spec.quirks)} | "

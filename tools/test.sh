@@ -7,6 +7,10 @@ bash tools/setup.sh
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# Static checks first, in seconds: lint and format (ruff, rules chosen in pyproject.toml) and types (mypy).
+.venv/bin/ruff check --quiet .
+.venv/bin/ruff format --check --quiet .
+.venv/bin/mypy
 .venv/bin/python -m pytest "$@"
 # The docs site (mkdocs.yml, docs/): every page builds, and any warning (a broken link, an API page whose object is
 # not found) fails. Built into site/ (gitignored).

@@ -60,8 +60,7 @@ TEMPLATES = [
 # Prompt formats tried on every candidate. "one-shot" is "plain" after one worked example (about 35 tokens that
 # every item shares; explanations leave it out of the ranking). "chat" goes through the model's chat template.
 EXAMPLE = (
-    "Context: Tom has a cat named Mimi. Tom lives in Oslo.\nQuestion: What is the name of Tom's cat?\n"
-    "Answer: Mimi\n\n"
+    "Context: Tom has a cat named Mimi. Tom lives in Oslo.\nQuestion: What is the name of Tom's cat?\nAnswer: Mimi\n\n"
 )
 FORMATS = {
     "plain": "Context: {context}\nQuestion: {question}\nAnswer:",
@@ -83,10 +82,19 @@ def candidate(rng: random.Random) -> dict | None:
     """One context with its question, or None when the draw breaks a uniqueness rule."""
     cast = [person(rng), person(rng)]
     slots = {
-        "T": word(rng, 2), "N": word(rng, 2), "R": word(rng, 2), "job": rng.choice(JOBS),
-        "color": rng.choice(COLORS), "obj": rng.choice(OBJECTS), "year": str(rng.randint(1701, 1989)),
-        "count": str(rng.randint(3, 48)), "animals": rng.choice(ANIMALS), "food": rng.choice(FOODS),
-        "instrument": rng.choice(INSTRUMENTS), "pet": rng.choice(PETS), "height": str(rng.randint(12, 95)),
+        "T": word(rng, 2),
+        "N": word(rng, 2),
+        "R": word(rng, 2),
+        "job": rng.choice(JOBS),
+        "color": rng.choice(COLORS),
+        "obj": rng.choice(OBJECTS),
+        "year": str(rng.randint(1701, 1989)),
+        "count": str(rng.randint(3, 48)),
+        "animals": rng.choice(ANIMALS),
+        "food": rng.choice(FOODS),
+        "instrument": rng.choice(INSTRUMENTS),
+        "pet": rng.choice(PETS),
+        "height": str(rng.randint(12, 95)),
     }
     if len({slots["T"], slots["N"], slots["R"], *cast}) < 5:
         return None
@@ -136,9 +144,14 @@ def locate(explainer, prompt: str, fed: list[dict] | str, item: dict) -> dict:
         """Token positions whose visible text overlaps [lo, hi), as the runtime groups them."""
         return [p for group in token_groups(encoded.offsets, prompt, [(lo, hi)]) for p in group.positions]
 
-    return {"prompt_ids": encoded.ids, "sentence_spans": spans, "sentence_tokens": [covered(*s) for s in spans],
-            "context_span": [start, start + len(context)], "question_span": question,
-            "question_tokens": covered(*question)}
+    return {
+        "prompt_ids": encoded.ids,
+        "sentence_spans": spans,
+        "sentence_tokens": [covered(*s) for s in spans],
+        "context_span": [start, start + len(context)],
+        "question_span": question,
+        "question_tokens": covered(*question),
+    }
 
 
 def main() -> None:
@@ -180,8 +193,11 @@ def main() -> None:
     # most often start with the answer (the model's own output), then the one that contains it most often.
     best = max(FORMATS, key=lambda f: (starts[f], accuracy[f]))
     for fmt in FORMATS:
-        print(f"format {fmt}: answer in greedy completion {accuracy[fmt]:.0%}, completion starts with it "
-              f"{starts[fmt]:.0%}", file=sys.stderr)
+        print(
+            f"format {fmt}: answer in greedy completion {accuracy[fmt]:.0%}, completion starts with it "
+            f"{starts[fmt]:.0%}",
+            file=sys.stderr,
+        )
     print(f"chosen format: {best} ({time.perf_counter() - started:.0f}s of generation)", file=sys.stderr)
 
     kept = []
@@ -192,22 +208,24 @@ def main() -> None:
         where = locate(explainer, prompt, fed, item)
         target = item["answer"] if best == "chat" else " " + item["answer"]
         target_ids = explainer.codec.encode(target, add_special_tokens=False).ids
-        kept.append({
-            "id": f"q{index:03d}",
-            "kind": item["kind"],
-            "context": " ".join(item["sentences"]),
-            "sentences": item["sentences"],
-            "question": item["question"],
-            "answer": item["answer"],
-            "evidence": item["evidence"],
-            "prompt": prompt,
-            "target": target,
-            "generation": generation,
-            "evidence_span": where["sentence_spans"][item["evidence"]],
-            "evidence_tokens": where["sentence_tokens"][item["evidence"]],
-            **where,
-            "target_ids": target_ids,
-        })
+        kept.append(
+            {
+                "id": f"q{index:03d}",
+                "kind": item["kind"],
+                "context": " ".join(item["sentences"]),
+                "sentences": item["sentences"],
+                "question": item["question"],
+                "answer": item["answer"],
+                "evidence": item["evidence"],
+                "prompt": prompt,
+                "target": target,
+                "generation": generation,
+                "evidence_span": where["sentence_spans"][item["evidence"]],
+                "evidence_tokens": where["sentence_tokens"][item["evidence"]],
+                **where,
+                "target_ids": target_ids,
+            }
+        )
     data = {
         "description": "Fictional-fact extractive QA for evidence retrieval; see tools/eval/make_set.py",
         "model": explainer.manifest.source,

@@ -40,13 +40,11 @@ def curve_area(fractions, values) -> float:
 def top_k(scores, fraction: float) -> np.ndarray:
     """Indices of the ``round(fraction * n)`` highest scores (stable: earlier index first among ties)."""
     scores = np.asarray(scores, dtype=np.float64)
-    k = int(round(fraction * len(scores)))
+    k = round(fraction * len(scores))
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def perturbation_rows(
-    scores, candidates, n_fed: int, fractions, factor: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
+def perturbation_rows(scores, candidates, n_fed: int, fractions, factor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Attention-scale rows [len(fractions), n_fed] for the deletion and the insertion curves of one ranking.
 
     ``scores`` rank the fed positions ``candidates``. Deletion at fraction k sets the top ``k`` of the candidates

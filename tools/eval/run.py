@@ -55,11 +55,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from metrics import aggregate, average_precision, curve_area, perturbation_rows, random_ap  # noqa: E402
+from metrics import aggregate, average_precision, curve_area, perturbation_rows, random_ap
 
-from atman_onnx.runtime.execute import LocalExecutor, execute, unperturbed  # noqa: E402
-from atman_onnx.runtime.groups import visible_start  # noqa: E402
-from atman_onnx.runtime.plan import make_plan  # noqa: E402
+from atman_onnx.runtime.execute import LocalExecutor, execute, unperturbed
+from atman_onnx.runtime.groups import visible_start
+from atman_onnx.runtime.plan import make_plan
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 FACTORS = (0.0, 0.1, 0.3)
@@ -82,14 +82,21 @@ class Method:
 def method_grid(conceptual_mode: str, conceptual_factor: float, random_seeds: int) -> list[Method]:
     methods = [
         Method(f"AtMan {mode} s={f:g}", "atman", mode, f)
-        for mode in ("log_additive", "multiplicative") for f in FACTORS
+        for mode in ("log_additive", "multiplicative")
+        for f in FACTORS
     ]
     methods += [
-        Method(f"AtMan {conceptual_mode} s={conceptual_factor:g} conceptual {t:g}", "atman", conceptual_mode,
-               conceptual_factor, t)
+        Method(
+            f"AtMan {conceptual_mode} s={conceptual_factor:g} conceptual {t:g}",
+            "atman",
+            conceptual_mode,
+            conceptual_factor,
+            t,
+        )
         for t in THRESHOLDS
     ]
-    return methods + [
+    return [
+        *methods,
         Method(f"random (mean of {random_seeds} seeds)", "random"),
         Method("last-layer attention", "attention"),
         Method("gradient x input", "grad_x_input"),
@@ -106,11 +113,13 @@ def unit_spans(explainer, item: dict, units: str) -> list[tuple[int, int]]:
     return [(visible_start(item["prompt"], *offsets[p]), offsets[p][1]) for p in positions]
 
 
-def atman_scores(explainer, item: dict, spans: list[tuple[int, int]], factor: float,
-                 conceptual: float | None) -> np.ndarray:
+def atman_scores(
+    explainer, item: dict, spans: list[tuple[int, int]], factor: float, conceptual: float | None
+) -> np.ndarray:
     """AtMan relevance of every prompt position for the whole target (a unit's relevance on all its tokens)."""
-    e = explainer.explain(item["prompt"], item["target"], factor=factor, conceptual=conceptual,
-                          granularity="spans", spans=spans)
+    e = explainer.explain(
+        item["prompt"], item["target"], factor=factor, conceptual=conceptual, granularity="spans", spans=spans
+    )
     if e.prompt_ids != item["prompt_ids"] or e.target_ids != item["target_ids"]:
         raise SystemExit(f"{item['id']}: the export's tokenizer disagrees with the QA set; regenerate it")
     scores = np.zeros(len(item["prompt_ids"]))
@@ -177,8 +186,12 @@ class Curves:
         deletion, insertion = perturbation_rows(token_scores, candidates, self.shared.n_fed, FRACTIONS, factor)
         d = self.logprobs(deletion) - self.base
         i = self.logprobs(insertion) - self.base
-        return {"deletion_auc": curve_area(FRACTIONS, d), "insertion_auc": curve_area(FRACTIONS, i),
-                "deletion_curve": d.tolist(), "insertion_curve": i.tolist()}
+        return {
+            "deletion_auc": curve_area(FRACTIONS, d),
+            "insertion_auc": curve_area(FRACTIONS, i),
+            "deletion_curve": d.tolist(),
+            "insertion_curve": i.tolist(),
+        }
 
 
 def mean_of(rows: list[dict]) -> dict:
@@ -264,8 +277,10 @@ def main() -> None:
             if method.kind == "atman":
                 scores = [atman_scores(explainers[method.mode], item, spans, method.factor, method.conceptual)]
             elif method.kind == "random":
-                scores = [np.random.default_rng([seed, n]).random(len(item["prompt_ids"]))
-                          for seed in range(args.random_seeds)]
+                scores = [
+                    np.random.default_rng([seed, n]).random(len(item["prompt_ids"]))
+                    for seed in range(args.random_seeds)
+                ]
             else:
                 scores = [torch_scores[method.kind]]
             method.seconds += time.perf_counter() - t + (torch_seconds if method.kind in TORCH_KINDS else 0.0)
@@ -278,28 +293,52 @@ def main() -> None:
     results = []
     for method in methods:
         summary = mean_of([{k: v for k, v in r.items() if k != "id"} for r in method.per_item])
-        results.append({
-            "method": method.name, "kind": method.kind, "mode": method.mode, "factor": method.factor,
-            "conceptual": method.conceptual, "map": summary["ap"], "top1": summary["top1"],
-            "deletion_auc": summary["deletion_auc"], "insertion_auc": summary["insertion_auc"],
-            "deletion_curve": summary["deletion_curve"], "insertion_curve": summary["insertion_curve"],
-            "seconds_per_item": method.seconds / len(items), "per_item": method.per_item,
-        })
+        results.append(
+            {
+                "method": method.name,
+                "kind": method.kind,
+                "mode": method.mode,
+                "factor": method.factor,
+                "conceptual": method.conceptual,
+                "map": summary["ap"],
+                "top1": summary["top1"],
+                "deletion_auc": summary["deletion_auc"],
+                "insertion_auc": summary["insertion_auc"],
+                "deletion_curve": summary["deletion_curve"],
+                "insertion_curve": summary["insertion_curve"],
+                "seconds_per_item": method.seconds / len(items),
+                "per_item": method.per_item,
+            }
+        )
     prompt_tokens = np.mean([len(i["prompt_ids"]) for i in items])
-    print(f"{len(items)} items ({args.units} units), {prompt_tokens:.0f} prompt tokens on average; a random ranking's "
-          f"expected mAP {np.mean(chance):.3f}; {rows_run} deletion/insertion rows; {elapsed:.0f}s in all\n")
-    print("| method | evidence mAP | top-1 in evidence | deletion AUC (lower = better) | insertion AUC (higher = "
-          "better) | s/item |")
+    print(
+        f"{len(items)} items ({args.units} units), {prompt_tokens:.0f} prompt tokens on average; a random ranking's "
+        f"expected mAP {np.mean(chance):.3f}; {rows_run} deletion/insertion rows; {elapsed:.0f}s in all\n"
+    )
+    print(
+        "| method | evidence mAP | top-1 in evidence | deletion AUC (lower = better) | insertion AUC (higher = "
+        "better) | s/item |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['method']} | {r['map']:.3f} | {r['top1']:.2f} | {r['deletion_auc']:.3f} | "
-              f"{r['insertion_auc']:.3f} | {r['seconds_per_item']:.2f} |")
+        print(
+            f"| {r['method']} | {r['map']:.3f} | {r['top1']:.2f} | {r['deletion_auc']:.3f} | "
+            f"{r['insertion_auc']:.3f} | {r['seconds_per_item']:.2f} |"
+        )
     if args.json:
         out = {
-            "command": " ".join(["python", *sys.argv]), "set": args.set, "items": len(items), "units": args.units,
-            "fractions": FRACTIONS, "deletion_factor": args.deletion_factor, "random_seeds": args.random_seeds,
-            "expected_random_map": float(np.mean(chance)), "seconds": elapsed, "threads": args.threads,
-            "deletion_rows": rows_run, "results": results,
+            "command": " ".join(["python", *sys.argv]),
+            "set": args.set,
+            "items": len(items),
+            "units": args.units,
+            "fractions": FRACTIONS,
+            "deletion_factor": args.deletion_factor,
+            "random_seeds": args.random_seeds,
+            "expected_random_map": float(np.mean(chance)),
+            "seconds": elapsed,
+            "threads": args.threads,
+            "deletion_rows": rows_run,
+            "results": results,
         }
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 
