@@ -17,21 +17,22 @@ import numpy as np
 
 from atman_onnx.core.errors import InputError
 from atman_onnx.explanation import Explanation
-from atman_onnx.prepare import Prepared, planned_positions
+from atman_onnx.prepare import Prepared, planned_positions, request_units
 from atman_onnx.request import ExplainRequest
-from atman_onnx.runtime.encode import EncodedPrompt, Prompt, encode_prompt, encode_target, fed_tokens
+from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
 from atman_onnx.runtime.generate import generate
-from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, Plan, make_plan, size_calls
+from atman_onnx.runtime.plan import Plan, make_plan
 from atman_onnx.runtime.score import relevance
 from atman_onnx.runtime.session import Graph
+from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB, Sizing, size_calls
 from atman_onnx.runtime.text import TextCodec
-from atman_onnx.runtime.units import Token, Unit, make_units
-from atman_onnx.runtime.vision import NO_IMAGES, VisionEncoder, image_units
+from atman_onnx.runtime.units import Unit
+from atman_onnx.runtime.vision import NO_IMAGES, VisionEncoder
 
 if TYPE_CHECKING:
-    from atman_onnx.runtime.image_tiles import Processed
+    pass
 
 
 class Explainer:
@@ -120,29 +121,16 @@ class Explainer:
         unit in turn, sized for the graph's device (``size_calls``). ``call_cost``: the token positions one graph
         call is worth to the prefix schedule (default: the device's, 0 on CPU, ``GPU_CALL_COST`` on CUDA)."""
         self._check_length(len(fed))
-        m, graph = self.manifest, self.graph
-        sizing = size_calls(
-            m.dims,
-            m.hidden_size,
-            m.vocab_size,
-            len(fed),
-            len(labels),
-            m.row_cache,
-            graph.device,
-            self.memory_budget_mb,
-            graph.free_mb,
-            request.chunk_size,
-            request.batch_size,
-        )
+        sizing = self._sizing(len(fed), len(labels), request)
         shared, embeddings = unperturbed(self.graph, fed, labels, stop, sizing.chunk)
         groups = check_units([list(u.positions) for u in units], len(fed))
         factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
         cost = sizing.call_cost if call_cost is None else call_cost
         return make_plan(shared, factors, sizing.batch_size, request.schedule, cost)
 
-    def _batch_size(self, n_fed: int, n_labels: int, request: ExplainRequest) -> int:
-        """Rows per graph call: the request's, else what fits the memory budget (on CUDA: the device's free
-        memory, unless another budget than the default was given)."""
+    def _sizing(self, n_fed: int, n_labels: int, request: ExplainRequest) -> Sizing:
+        """Query chunks and rows per graph call: the request's, else what fits the memory budget (on CUDA: the
+        device's free memory, unless another budget than the default was given)."""
         m, graph = self.manifest, self.graph
         return size_calls(
             m.dims,
@@ -156,7 +144,7 @@ class Explainer:
             graph.free_mb,
             request.chunk_size,
             request.batch_size,
-        ).batch_size
+        )
 
     def explain(
         self,
@@ -188,17 +176,6 @@ class Explainer:
             return np.concatenate([prompt, np.asarray(ids, dtype=prompt.dtype)])
         return np.concatenate([prompt, self.graph.embed(ids)])
 
-    def _with_image_units(
-        self, units: list[Unit], ids: list[int], processed: Processed, request: ExplainRequest
-    ) -> list[Unit]:
-        """Text units without the image layout tokens, and the image units, in the order of their first positions."""
-        assert self.vision is not None  # the images were preprocessed by it
-        layout = self.vision.layout_positions(self.codec, ids)
-        text = [u for u in units if not set(u.positions) & layout]
-        images = [p for p in sorted(layout) if ids[p] == self.vision.image_token_id]
-        found = image_units(images, processed, self.vision.config, request.image_units, request.grid)
-        return sorted(text + found, key=lambda u: min(u.positions))
-
     def prepare(self, request: ExplainRequest) -> Prepared:
         """Do once, without a graph call, what ``run`` needs first: the prompt as fed (an image-text model's images
         preprocessed, their tokens in place of the markers), the completions' ids, the units, and the counts a
@@ -219,7 +196,7 @@ class Explainer:
         tokens = units = passes = positions = None
         if target_ids is not None and n_tokens - 1 <= self.manifest.max_positions:  # else run refuses it
             assert request.target is not None  # target_ids were encoded from it
-            tokens, units = self._units(encoded, request.target, target_ids, images, request)
+            tokens, units = request_units(self.codec, self.vision, encoded, request.target, target_ids, images, request)
             completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
             passes = (len(units) + 1) * len(completions)
             if request.conceptual is None:  # else the rows depend on the embeddings
@@ -231,34 +208,8 @@ class Explainer:
     def _positions(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> int:
         """Token positions the plan of one completion will run, counted without the plan (no conceptual
         suppression)."""
-        batch = self._batch_size(n_fed, n_labels, request)
+        batch = self._sizing(n_fed, n_labels, request).batch_size
         return planned_positions(units, n_fed, request.factor, batch, request.schedule)
-
-    def _units(
-        self,
-        encoded: EncodedPrompt,
-        target: str,
-        target_ids: Sequence[int],
-        images: Processed | None,
-        request: ExplainRequest,
-    ) -> tuple[tuple[Token, ...], tuple[Unit, ...]]:
-        """The fed tokens, and the units to suppress: the text units (the target's too, unless there is a contrast)
-        and an image-text prompt's image units."""
-        tokens = fed_tokens(self.codec, encoded, list(target_ids))
-        units = make_units(
-            encoded.text,
-            target,
-            tokens,
-            len(encoded.ids),
-            request.granularity,
-            None if request.spans is None else list(request.spans),
-            request.delimiter,
-            None if request.include_template else encoded.content,
-            with_target=request.contrast is None,
-        )
-        if images is not None:
-            units = self._with_image_units(units, encoded.ids, images, request)
-        return tuple(tokens), tuple(units)
 
     def run(
         self,
@@ -286,7 +237,9 @@ class Explainer:
         if tokens is None or units is None:  # a generated target, or a sequence the model cannot take (refused first)
             for ids in completions:
                 self._check_length(len(encoded.ids) + len(ids) - 1)
-            tokens, units = self._units(encoded, target, target_ids, prepared.images, request)
+            tokens, units = request_units(
+                self.codec, self.vision, encoded, target, target_ids, prepared.images, request
+            )
         plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, list(units), request, stop) for ids in completions]
         progress = Progress(sum(p.n_rows for p in plans), on_progress)
         scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]

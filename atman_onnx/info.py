@@ -20,7 +20,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from atman_onnx.runtime import session
+from atman_onnx.runtime import providers as ort_providers
 
 # each extra of pyproject.toml and the modules that show it is installed (`gpu` is a build of onnxruntime instead)
 EXTRA_MODULES = {
@@ -69,9 +69,9 @@ def _active(builds: dict[str, str]) -> str | None:
     """Which installed distribution's files are the ones imported."""
     if len(builds) <= 1:
         return next(iter(builds), None)
-    cuda = session.cuda_offered()
-    if cuda and session.GPU_DISTRIBUTION in builds:
-        return session.GPU_DISTRIBUTION
+    cuda = ort_providers.cuda_offered()
+    if cuda and ort_providers.GPU_DISTRIBUTION in builds:
+        return ort_providers.GPU_DISTRIBUTION
     if not cuda and "onnxruntime" in builds:  # the CPU build's files over another build's
         return "onnxruntime"
     return next((name for name, version in builds.items() if version == ort.__version__), None)
@@ -86,21 +86,23 @@ def _version() -> str:
 
 def gather() -> dict[str, Any]:
     """Everything ``atman-onnx info`` reports, as JSON-ready data."""
-    builds = session.installed_builds()
+    builds = ort_providers.installed_builds()
     problem = fix = None
-    restore = session.restore_gpu_build()
+    restore = ort_providers.restore_gpu_build()
     probe = probe_model()
-    providers = [{"name": name, "loads": session.provider_loads(name, probe)} for name in ort.get_available_providers()]
+    providers = [
+        {"name": name, "loads": ort_providers.provider_loads(name, probe)} for name in ort.get_available_providers()
+    ]
     if restore:
         problem = "onnxruntime-gpu is installed, but the CPU build of onnxruntime was installed over its files"
         fix = restore
-    elif any(p["name"] == session.PROVIDERS["cuda"] and not p["loads"] for p in providers):
+    elif any(p["name"] == ort_providers.PROVIDERS["cuda"] and not p["loads"] for p in providers):
         problem = (
             "the CUDA provider does not load: no CUDA device here, or no CUDA and cuDNN libraries (on a machine "
             "with an NVIDIA GPU, the fix brings them)"
         )
-        fix = session.cuda_libraries_hint()
-    gpu = session.GPU_DISTRIBUTION in builds
+        fix = ort_providers.cuda_libraries_hint()
+    gpu = ort_providers.GPU_DISTRIBUTION in builds
     extras: dict[str, dict[str, Any]] = {"gpu": {"installed": gpu, "missing": [] if gpu else ["onnxruntime-gpu"]}}
     for extra, modules in EXTRA_MODULES.items():
         missing = [m for m in modules if importlib.util.find_spec(m) is None]

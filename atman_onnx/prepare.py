@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from atman_onnx.request import ExplainRequest
-from atman_onnx.runtime.encode import EncodedPrompt
+from atman_onnx.runtime.encode import EncodedPrompt, fed_tokens
 from atman_onnx.runtime.plan import plan_batches
-from atman_onnx.runtime.units import Token, Unit
+from atman_onnx.runtime.text import TextCodec
+from atman_onnx.runtime.units import Token, Unit, make_units
+from atman_onnx.runtime.vision import VisionEncoder, image_units
 
 if TYPE_CHECKING:
     from atman_onnx.runtime.image_tiles import Processed
@@ -60,3 +62,37 @@ def planned_positions(units: Sequence[Unit], n_fed: int, factor: float, batch_si
     starts = np.array([n_fed if untouched else min(u.positions) for u in units])
     batches = plan_batches(starts, batch_size, schedule, n_fed)
     return n_fed + sum(len(rows) * (n_fed - start) for rows, start in batches if start < n_fed)
+
+
+def request_units(
+    codec: TextCodec,
+    vision: VisionEncoder | None,
+    encoded: EncodedPrompt,
+    target: str,
+    target_ids: Sequence[int],
+    images: Processed | None,
+    request: ExplainRequest,
+) -> tuple[tuple[Token, ...], tuple[Unit, ...]]:
+    """The fed tokens, and the units to suppress: the text units (the target's too, unless there is a contrast)
+    and an image-text prompt's image units (``vision`` preprocessed ``images``), in the order of their first
+    positions, the image layout tokens in no text unit."""
+    tokens = fed_tokens(codec, encoded, list(target_ids))
+    units = make_units(
+        encoded.text,
+        target,
+        tokens,
+        len(encoded.ids),
+        request.granularity,
+        None if request.spans is None else list(request.spans),
+        request.delimiter,
+        None if request.include_template else encoded.content,
+        with_target=request.contrast is None,
+    )
+    if images is not None:
+        assert vision is not None  # the images were preprocessed by it
+        layout = vision.layout_positions(codec, encoded.ids)
+        text = [u for u in units if not set(u.positions) & layout]
+        placed = [p for p in sorted(layout) if encoded.ids[p] == vision.image_token_id]
+        found = image_units(placed, images, vision.config, request.image_units, request.grid)
+        units = sorted(text + found, key=lambda u: min(u.positions))
+    return tuple(tokens), tuple(units)

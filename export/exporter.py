@@ -11,15 +11,9 @@ embedding matrix and its processor's files, and the decoder graph takes input em
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
-import logging
 import shutil
 import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +39,7 @@ from atman_onnx.core.contract import (
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
+from atman_onnx.export.stages import Log, Stages
 from atman_onnx.export.validate import describe, validate, validate_vision
 from atman_onnx.models.graph import AtmanGraph, VisionGraph
 from atman_onnx.models.patch import check, patch
@@ -52,45 +47,6 @@ from atman_onnx.models.patch import check, patch
 DEFAULT_OPSET = 18
 TWO_GB = 2 * 1024**3
 TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-# Loggers of the libraries the export drives; below ERROR they are held back unless verbose.
-LIBRARY_LOGGERS = ("torch", "transformers", "huggingface_hub", "onnxscript", "onnx_ir", "onnxruntime")
-
-Log = Callable[[str], None]
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Within the block, drop the warnings and prints of the libraries the export drives, and their log records
-    below ERROR; everything is restored on the way out."""
-    loggers = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    sink = io.StringIO()
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-class Stages:
-    """Runs the export's stages, each ``quiet`` unless ``verbose``, and reports each finished stage to ``log`` in
-    one line: its name, its seconds and the notes the stage made."""
-
-    def __init__(self, log: Log | None = None, verbose: bool = False):
-        self.log, self.verbose = log, verbose
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[Callable[[str], None]]:
-        notes: list[str] = []
-        start = time.perf_counter()
-        with contextlib.nullcontext() if self.verbose else quiet():
-            yield notes.append
-        if self.log is not None:
-            self.log(f"{name:<9}{time.perf_counter() - start:>4.1f} s  {'; '.join(notes)}")
 
 
 def _versions() -> dict[str, str]:

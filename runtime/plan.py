@@ -7,10 +7,9 @@ Schedules:
   keep their unperturbed log-probs exactly; docs/method.md, "The prefix schedule").
 - ``naive``: one full-length pass per row, as the reference implementation does.
 
-Calls are sized for the graph's device (``size_calls``): on CPU a batch admits a row within ``WASTE`` of its
-suffix, within a host memory budget; on a GPU, where a call costs about ``GPU_CALL_COST`` positions whatever it
-computes, the budget comes from the device's free memory and the batches are those that minimise calls x call cost
-+ positions (``cheapest_batches``; docs/gpu.md).
+Calls are sized for the graph's device (``atman_onnx.runtime.sizing``): on CPU a batch admits a row within
+``WASTE`` of its suffix; on a GPU, where a call costs about ``GPU_CALL_COST`` positions whatever it computes, the
+batches are those that minimise calls x call cost + positions (``cheapest_batches``; docs/gpu.md).
 
 Nothing here holds a session: a ``Batch`` is arrays and ints, and ``Shared`` (the cache included) is sent once
 per plan, so a batch can run in another process (``atman_onnx.runtime.execute``).
@@ -22,19 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atman_onnx.runtime.device import FREE_SHARE
-
 SCHEDULES = ("prefix", "naive")
-DEFAULT_MEMORY_BUDGET_MB = 1024
-CHUNK = 256  # queries per graph call of a long suffix (graphs with a row cache)
-CHUNK_FROM = 512  # shorter sequences run whole: their scores are small, and large batches pay there
-POSITIONS_PER_CALL = 512  # in query chunks: rows x chunk per call past which CPU throughput stops rising
 WASTE = 0.05  # prefix schedule: a batch may recompute at most this share of its suffix for its later rows
-# On a GPU a graph call has a fixed cost that dwarfs a few recomputed positions: the prefix schedule then weighs
-# calls against positions (``plan_batches``' ``call_cost``). Measured on an H200 with SmolLM2-135M at 256 tokens:
-# ~92,000 positions/s and ~15 ms per call, so one call costs as much as 0.015 s x 92,000/s ~ 1,400 positions.
-GPU_CALL_COST = 1500  # token positions
-GPU_MIN_ROWS = 8  # on a GPU a suffix runs whole while the budget holds this many whole rows per call; else in chunks
 
 
 @dataclass(frozen=True)
@@ -96,98 +84,6 @@ class Plan:
     def positions(self) -> int:
         """Token positions run through the model: the unperturbed pass's, then every batch's."""
         return self.shared.n_fed + sum(b.positions for b in self.batches)
-
-
-def chunk_for(n_fed: int, row_cache: bool, requested: int | None = None) -> int | None:
-    """Queries per graph call of a suffix on a graph with a row cache: ``requested``, else ``CHUNK`` for sequences
-    longer than ``CHUNK_FROM``; None (the whole suffix in one call) where the sequence is no longer than the chunk
-    or the graph has no row cache. Chunks bound the attention scores to ``chunk x n_fed`` instead of
-    ``n_fed x n_fed``."""
-    if not row_cache or (requested is None and n_fed <= CHUNK_FROM):
-        return None
-    chunk = requested or CHUNK
-    return chunk if n_fed > chunk else None
-
-
-def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, chunk: int | None = None) -> float:
-    """Estimated MiB one row of a batch holds at the peak of a call over ``n_fed`` positions, fed whole (``chunk``
-    None) or in query chunks (then it carries its own keys and values from chunk to chunk)."""
-    queries = chunk or n_fed
-    keys_values = 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"]  # floats per position, all layers
-    floats = (
-        keys_values * n_fed * (2 if chunk else 1)  # every layer's keys and values (chunked: the row cache and its copy)
-        + 3 * dims["num_heads"] * queries * n_fed  # scores, masked scores and weights of one layer
-        + queries * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
-        + 2 * n_labels * vocab  # logits and log-probs at the labels
-    )
-    return 4 * floats / 2**20
-
-
-def batch_size_for(
-    dims: dict[str, int],
-    hidden: int,
-    vocab: int,
-    n_fed: int,
-    n_labels: int,
-    budget_mb: float,
-    chunk: int | None = None,
-) -> int:
-    """Rows per call: as many as keep one call's activations within ``budget_mb``; in query chunks, no more than
-    ``POSITIONS_PER_CALL`` positions per call, since more rows cost memory without running faster."""
-    rows = max(1, int(budget_mb // row_mb(dims, hidden, vocab, n_fed, n_labels, chunk)))
-    return rows if chunk is None else max(1, min(rows, POSITIONS_PER_CALL // chunk))
-
-
-def memory_budget_mb(device: str, requested_mb: float | None, free_mb: float | None) -> float:
-    """The MiB one graph call's activations may take on ``device`` ('cpu', 'cuda'): ``requested_mb`` when given;
-    on a GPU whose free memory ``free_mb`` is known, ``FREE_SHARE`` of it unless a budget other than the host
-    default ``DEFAULT_MEMORY_BUDGET_MB`` was asked for (that default says nothing about a GPU); else the default."""
-    if device != "cpu" and free_mb is not None and requested_mb in (None, DEFAULT_MEMORY_BUDGET_MB):
-        return FREE_SHARE * free_mb
-    return DEFAULT_MEMORY_BUDGET_MB if requested_mb is None else requested_mb
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """How the calls of one explanation's plan are sized on its device."""
-
-    chunk: int | None  # queries per call of a suffix (None: whole)
-    batch_size: int  # rows per call
-    call_cost: float  # token positions one call costs beyond its positions (0: the CPU's rule, ``WASTE``)
-    budget_mb: float  # what one call's activations may take
-
-
-def size_calls(
-    dims: dict[str, int],
-    hidden: int,
-    vocab: int,
-    n_fed: int,
-    n_labels: int,
-    row_cache: bool,
-    device: str = "cpu",
-    budget_mb: float | None = None,
-    free_mb: float | None = None,
-    chunk_size: int | None = None,
-    batch_size: int | None = None,
-) -> Sizing:
-    """Query chunks, rows per call and the call cost for ``n_fed`` positions scoring ``n_labels`` on ``device``,
-    ``chunk_size`` and ``batch_size`` when given. On CPU: ``chunk_for`` and ``batch_size_for`` within
-    ``budget_mb``, and no call cost (exactly as without a device). On a GPU (budget from its free memory ``free_mb``,
-    see ``memory_budget_mb``): a suffix runs whole unless the budget holds fewer than ``GPU_MIN_ROWS`` whole rows,
-    as many rows per call as the budget holds (no CPU throughput cap), and ``GPU_CALL_COST``."""
-    budget = memory_budget_mb(device, budget_mb, free_mb)
-    if device == "cpu":
-        chunk = chunk_for(n_fed, row_cache, chunk_size)
-        rows = batch_size or batch_size_for(dims, hidden, vocab, n_fed, n_labels, budget, chunk)
-        return Sizing(chunk, rows, 0, budget)
-    if chunk_size is not None:
-        chunk = chunk_for(n_fed, row_cache, chunk_size)
-    elif budget // row_mb(dims, hidden, vocab, n_fed, n_labels) >= GPU_MIN_ROWS:
-        chunk = None
-    else:
-        chunk = chunk_for(n_fed, row_cache, CHUNK)
-    rows = batch_size or max(1, int(budget // row_mb(dims, hidden, vocab, n_fed, n_labels, chunk)))
-    return Sizing(chunk, rows, GPU_CALL_COST, budget)
 
 
 def first_changed(factors: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from atman_onnx.core.errors import InputError
-from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB
+from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB
 
 
 @dataclass(frozen=True)

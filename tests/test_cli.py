@@ -17,7 +17,7 @@ from atman_onnx.cli import main
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.outputs import write_all
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
-from atman_onnx.runtime.session import gpu_expected
+from atman_onnx.runtime.providers import gpu_expected
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -12,15 +12,13 @@ import pytest
 from atman_onnx import ExplainRequest
 from atman_onnx.runtime.device import FREE_SHARE, free_memory_mb
 from atman_onnx.runtime.execute import chunks
-from atman_onnx.runtime.plan import (
+from atman_onnx.runtime.plan import Shared, graph_calls, make_plan
+from atman_onnx.runtime.sizing import (
     CHUNK,
     DEFAULT_MEMORY_BUDGET_MB,
     GPU_CALL_COST,
-    Shared,
     batch_size_for,
     chunk_for,
-    graph_calls,
-    make_plan,
     memory_budget_mb,
     size_calls,
 )
@@ -124,9 +122,11 @@ def test_the_explainer_sizes_for_its_graphs_device(device):
 
     request, n_fed = ExplainRequest(prompt="x"), 1024 + TARGET_TOKENS - 1
     explainer = Explainer(StandIn(device, FREE_40_GB), codec=None)
-    rows = explainer._batch_size(n_fed, TARGET_TOKENS, request)
-    small = Explainer(StandIn(device, FREE_40_GB), codec=None, memory_budget_mb=512)._batch_size(
-        n_fed, TARGET_TOKENS, request
+    rows = explainer._sizing(n_fed, TARGET_TOKENS, request).batch_size
+    small = (
+        Explainer(StandIn(device, FREE_40_GB), codec=None, memory_budget_mb=512)
+        ._sizing(n_fed, TARGET_TOKENS, request)
+        .batch_size
     )  # a budget asked for wins over the device's
     if device == "cuda":
         assert rows >= 64 and small < 8

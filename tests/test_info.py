@@ -19,17 +19,17 @@ from atman_onnx import Explainer
 from atman_onnx.cli import main
 from atman_onnx.core.errors import ProviderError
 from atman_onnx.info import EXTRA_MODULES, gather, probe_model
-from atman_onnx.runtime import session
+from atman_onnx.runtime import providers as ort_providers
 
 PROMPT, TARGET = "The dog met the fox", " in the garden"
-CPU, CUDA = session.PROVIDERS["cpu"], session.PROVIDERS["cuda"]
+CPU, CUDA = ort_providers.PROVIDERS["cpu"], ort_providers.PROVIDERS["cuda"]
 RESTORE = "pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
 
 
 def simulate(monkeypatch, providers: list[str], builds: dict[str, str]) -> None:
     """This onnxruntime offers ``providers``, and ``builds`` are the ONNX Runtime distributions installed."""
     monkeypatch.setattr(ort, "get_available_providers", lambda: list(providers))
-    monkeypatch.setattr(session, "installed_builds", lambda: dict(builds))
+    monkeypatch.setattr(ort_providers, "installed_builds", lambda: dict(builds))
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def shadowed_gpu_build(monkeypatch):
 
 @pytest.fixture
 def gpu_build_without_cuda(monkeypatch):
-    if session.provider_loads(CUDA, probe_model()):
+    if ort_providers.provider_loads(CUDA, probe_model()):
         pytest.skip("the CUDA provider loads here")
     simulate(monkeypatch, [CUDA, CPU], {"onnxruntime-gpu": "1.31.1"})
 

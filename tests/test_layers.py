@@ -18,7 +18,7 @@ FOLDERS = {
     "serve": "serve",
     "cluster": "cluster",
 }
-SHELL_MODULES = {"atman_onnx.cli"}  # the command line is a shell that lives in the API's folder
+CLI = "atman_onnx.cli"  # the command line: a shell in a folder of its own
 # what each part may import besides itself
 ALLOWED = {
     "core": set(),
@@ -36,14 +36,19 @@ def modules() -> dict[str, Path]:
     """Every project module by its import name (the folders install as atman_onnx.<folder>)."""
     found = {}
     for folder in FOLDERS:
-        for path in sorted((ROOT / folder).glob("*.py")):
-            package = "atman_onnx" if folder == "atman_onnx" else f"atman_onnx.{folder}"
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            package = ".".join(
+                (
+                    "atman_onnx" if folder == "atman_onnx" else f"atman_onnx.{folder}",
+                    *path.relative_to(ROOT / folder).parent.parts,
+                )
+            )
             found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
     return found
 
 
 def part(module: str) -> str:
-    if module in SHELL_MODULES:
+    if module == CLI or module.startswith(CLI + "."):
         return "cli"
     parts = module.split(".")
     return FOLDERS.get(parts[1], "api") if len(parts) > 1 and parts[1] in FOLDERS else "api"

@@ -9,7 +9,8 @@ import pytest
 
 from atman_onnx import ExplainRequest
 from atman_onnx.runtime.factors import plan_factors
-from atman_onnx.runtime.plan import WASTE, batch_size_for, calls_from, first_changed, plan_batches
+from atman_onnx.runtime.plan import WASTE, calls_from, first_changed, plan_batches
+from atman_onnx.runtime.sizing import batch_size_for
 
 DIMS = {"num_layers": 30, "num_heads": 9, "kv_heads": 3, "head_dim": 64, "intermediate_size": 1536}
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from atman_onnx import Explainer, ExplainRequest
-from atman_onnx.cli import _request, parser
+from atman_onnx.cli import parser
+from atman_onnx.cli.commands import request_from
 from atman_onnx.core.errors import InputError
 
 FULL = {
@@ -121,8 +122,8 @@ def test_cli_flags_build_the_same_request(tmp_path):
             "3",
         ]
     )
-    assert _request(args) == ExplainRequest.from_dict(FULL)
-    plain = _request(parser().parse_args(["explain", "dir", "--prompt", "The dog"]))
+    assert request_from(args) == ExplainRequest.from_dict(FULL)
+    plain = request_from(parser().parse_args(["explain", "dir", "--prompt", "The dog"]))
     assert plain == ExplainRequest(prompt="The dog")  # flags not given take the request's defaults
 
 

@@ -110,7 +110,7 @@ def main() -> None:
         print(json.dumps(out))
         return
     from atman_onnx.core.contract import load_manifest
-    from atman_onnx.runtime.plan import DEFAULT_MEMORY_BUDGET_MB, batch_size_for
+    from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB, batch_size_for
 
     manifest = load_manifest(args.dir)
     rows = []

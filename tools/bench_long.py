@@ -8,7 +8,8 @@ in a fresh process so that peak RSS belongs to that measurement alone:
 - old: the same explanation with each suffix in one call (``chunk_size`` past the sequence), as before chunking.
 The explanation suppresses ``--units`` equal spans of the prompt (the prefix schedule then computes about
 ``units x length / 2`` positions). It reports median seconds, peak RSS, positions computed and positions per
-second.
+second, and the planner's estimate of the memory above the loaded model (``runtime.sizing.explanation_mb``; for
+plain, ``row_mb`` of one whole row) beside the measured peak above the peak after loading.
 
 ``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
 blank lines, with a question at the end: 8 documents at sentence level and 64 documents at paragraph level, each
@@ -30,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from bench import TARGET, TEXT
 from fresh import load_explainer, peak_rss_mb, run_worker
+
+from atman_onnx.runtime.sizing import explanation_mb, row_mb
 
 NO_CHUNKS = 1 << 30  # a chunk longer than any sequence: each suffix in one call
 QA_SET = Path(__file__).resolve().parent / "eval" / "qa_set.json"
@@ -80,6 +83,7 @@ def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[
 def worker(folder: str, engine: str, length: int, target_tokens: int, units: int, repeats: int, provider: str) -> dict:
     """Time one engine (or the plain pass) in this process; returns medians, peak RSS and work."""
     explainer = load_explainer(folder, provider)
+    loaded_mb = peak_rss_mb()
     prompt, target, spans = build_case(explainer, length, target_tokens, units)
     times, positions, batch, chunk = [], 0, 1, None
     for _ in range(repeats):
@@ -102,14 +106,26 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
             chunk = result.timings.get("chunk_size")
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
+    m = explainer.manifest
+    n_fed = length + target_tokens - 1
+    if engine == "plain":  # one row fed whole, nothing shared
+        estimate = row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
+    else:
+        estimate = explanation_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens, batch, chunk)
+    peak = peak_rss_mb()
     return {
         "engine": engine,
         "length": length,
+        "loaded_rss_mb": loaded_mb,
+        "estimate_mb": row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
+        if engine == "plain"
+        else estimate,
+        "measured_mb": peak - loaded_mb,
         "batch_size": batch,
         "chunk_size": chunk,
         "median_s": seconds,
         "times_s": times,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak,
         "positions": positions,
         "positions_per_s": positions / seconds,
     }
@@ -148,7 +164,7 @@ def main() -> None:
     rows = []
     print(
         f"{'tokens':>6} {'engine':>6} {'batch':>5} {'chunk':>5} {'median s':>9} {'peak RSS MB':>11} "
-        f"{'RSS vs plain':>12} {'positions':>10} {'positions/s':>11}"
+        f"{'RSS vs plain':>12} {'positions':>10} {'positions/s':>11} {'above load MB':>13} {'estimate MB':>11}"
     )
     for length in args.lengths:
         plain = None
@@ -175,7 +191,7 @@ def main() -> None:
             print(
                 f"{length:>6} {engine:>6} {r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['median_s']:>9.2f} "
                 f"{r['peak_rss_mb']:>11.0f} {r['rss_vs_plain']:>12.2f} {r['positions']:>10} "
-                f"{r['positions_per_s']:>11.0f}",
+                f"{r['positions_per_s']:>11.0f} {r['measured_mb']:>13.0f} {r['estimate_mb']:>11.0f}",
                 flush=True,
             )
             if args.json:  # after every row, so that a run cut short keeps what it measured

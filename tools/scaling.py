@@ -35,8 +35,9 @@ from atman_onnx.cluster.executor import RayExecutor, connect
 from atman_onnx.runtime.encode import encode_prompt, encode_target, fed_tokens
 from atman_onnx.runtime.execute import LocalExecutor, Stop, execute, unperturbed
 from atman_onnx.runtime.factors import check_units, plan_factors
-from atman_onnx.runtime.plan import Batch, Plan, Shared, batch_size_for, make_plan
+from atman_onnx.runtime.plan import Batch, Plan, Shared, make_plan
 from atman_onnx.runtime.score import relevance
+from atman_onnx.runtime.sizing import batch_size_for
 from atman_onnx.runtime.units import make_units
 
 TARGET_TOKENS = 8
