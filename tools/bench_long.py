@@ -9,7 +9,8 @@ in a fresh process so that peak RSS belongs to that measurement alone:
 The explanation suppresses ``--units`` equal spans of the prompt (the prefix schedule then computes about
 ``units x length / 2`` positions). It reports median seconds, peak RSS, positions computed and positions per
 second, and the planner's estimate of the memory above the loaded model (``runtime.sizing.explanation_mb``; for
-plain, ``row_mb`` of one whole row) beside the measured peak above the peak after loading.
+plain, ``row_mb`` of one whole row) beside the measured peak above the RSS after loading (the
+peak restarted there, so that loading's own transient does not hide it).
 
 ``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
 blank lines, with a question at the end: 8 documents at sentence level and 64 documents at paragraph level, each
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from bench import TARGET, TEXT
-from fresh import load_explainer, peak_rss_mb, run_worker
+from fresh import load_explainer, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss, run_worker
 
 from atman_onnx.runtime.sizing import explanation_mb, row_mb
 
@@ -83,7 +84,7 @@ def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[
 def worker(folder: str, engine: str, length: int, target_tokens: int, units: int, repeats: int, provider: str) -> dict:
     """Time one engine (or the plain pass) in this process; returns medians, peak RSS and work."""
     explainer = load_explainer(folder, provider)
-    loaded_mb = peak_rss_mb()
+    loaded_mb = reset_peak_rss()
     prompt, target, spans = build_case(explainer, length, target_tokens, units)
     times, positions, batch, chunk = [], 0, 1, None
     for _ in range(repeats):
@@ -113,6 +114,7 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
     else:
         estimate = explanation_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens, batch, chunk)
     peak = peak_rss_mb()
+    above = peak_rss_since_reset_mb() - loaded_mb
     return {
         "engine": engine,
         "length": length,
@@ -120,7 +122,7 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
         "estimate_mb": row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
         if engine == "plain"
         else estimate,
-        "measured_mb": peak - loaded_mb,
+        "measured_mb": above,
         "batch_size": batch,
         "chunk_size": chunk,
         "median_s": seconds,

@@ -10,11 +10,31 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> float:
+    """Start this process's peak RSS afresh from now (Linux: VmHWM, reset through /proc/self/clear_refs), so that
+    ``peak_rss_above_mb`` sees what comes after, not a transient of loading; returns the RSS now, in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_since_reset_mb() -> float:
+    """This process's peak RSS since ``reset_peak_rss``, in MiB."""
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_worker(script: str, *args: str) -> dict:
