@@ -35,11 +35,16 @@ def chunk_for(n_fed: int, row_cache: bool, requested: int | None = None) -> int 
     return chunk if n_fed > chunk else None
 
 
+def kv_floats(dims: dict[str, int]) -> int:
+    """Floats of keys and values one position holds, all layers."""
+    return 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"]
+
+
 def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, chunk: int | None = None) -> float:
     """Estimated MiB one row of a batch holds at the peak of a call over ``n_fed`` positions, fed whole (``chunk``
     None) or in query chunks (then it carries its own keys and values from chunk to chunk)."""
     queries = chunk or n_fed
-    keys_values = 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"]  # floats per position, all layers
+    keys_values = kv_floats(dims)
     floats = (
         keys_values * n_fed * (2 if chunk else 1)  # every layer's keys and values (chunked: the row cache and its copy)
         + 3 * dims["num_heads"] * queries * n_fed  # scores, masked scores and weights of one layer
@@ -51,7 +56,7 @@ def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: 
 
 def shared_mb(dims: dict[str, int], n_fed: int) -> float:
     """MiB of the unperturbed pass's keys and values of every position and layer, which every batch reads."""
-    return 4 * 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"] * n_fed / 2**20
+    return 4 * kv_floats(dims) * n_fed / 2**20
 
 
 def explanation_mb(
