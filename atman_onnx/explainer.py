@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,19 +20,16 @@ from atman_onnx.explanation import Explanation
 from atman_onnx.prepare import Prepared, planned_positions, request_units
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target
-from atman_onnx.runtime.execute import Executor, LocalExecutor, Progress, Stop, execute, unperturbed
-from atman_onnx.runtime.factors import check_units, plan_factors
+from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, unperturbed
 from atman_onnx.runtime.generate import generate
-from atman_onnx.runtime.plan import Plan, make_plan
-from atman_onnx.runtime.score import relevance
+from atman_onnx.runtime.plan import Plan
+from atman_onnx.runtime.search import Level, Rule, cover_warnings, search
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB, Sizing, size_calls
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Unit
 from atman_onnx.runtime.vision import NO_IMAGES, VisionEncoder
-
-if TYPE_CHECKING:
-    pass
+from atman_onnx.scoring import Base, Scorer, plan_units
 
 
 class Explainer:
@@ -120,13 +117,14 @@ class Explainer:
         """The unperturbed pass over ``fed`` (token ids, or input embeddings) and the batches that suppress each
         unit in turn, sized for the graph's device (``size_calls``). ``call_cost``: the token positions one graph
         call is worth to the prefix schedule (default: the device's, 0 on CPU, ``GPU_CALL_COST`` on CUDA)."""
+        return plan_units(self._base(fed, labels, request, stop), units, request, call_cost)
+
+    def _base(self, fed: np.ndarray | list[int], labels: list[int], request: ExplainRequest, stop: Stop | None) -> Base:
+        """The unperturbed pass over ``fed`` scoring ``labels``, in the query chunks its sizing chose."""
         self._check_length(len(fed))
         sizing = self._sizing(len(fed), len(labels), request)
         shared, embeddings = unperturbed(self.graph, fed, labels, stop, sizing.chunk)
-        groups = check_units([list(u.positions) for u in units], len(fed))
-        factors = plan_factors(groups, len(fed), request.factor, request.conceptual, embeddings)
-        cost = sizing.call_cost if call_cost is None else call_cost
-        return make_plan(shared, factors, sizing.batch_size, request.schedule, cost)
+        return Base(shared, embeddings, sizing)
 
     def _sizing(self, n_fed: int, n_labels: int, request: ExplainRequest) -> Sizing:
         """Query chunks and rows per graph call: the request's, else what fits the memory budget (on CUDA: the
@@ -193,17 +191,21 @@ class Explainer:
         contrast_ids = None if request.contrast is None else tuple(encode_target(self.codec, request.contrast))
         longest = max(request.max_new_tokens if target_ids is None else len(target_ids), len(contrast_ids or ()))
         n_tokens = len(encoded.ids) + longest
-        tokens = units = passes = positions = None
+        tokens = levels = passes = positions = None
         if target_ids is not None and n_tokens - 1 <= self.manifest.max_positions:  # else run refuses it
             assert request.target is not None  # target_ids were encoded from it
-            tokens, units = request_units(self.codec, self.vision, encoded, request.target, target_ids, images, request)
+            tokens, levels = request_units(
+                self.codec, self.vision, encoded, request.target, target_ids, images, request
+            )
             completions = [target_ids] + ([contrast_ids] if contrast_ids is not None else [])
-            passes = (len(units) + 1) * len(completions)
-            if request.conceptual is None:  # else the rows depend on the embeddings
+            if len(levels) == 1:  # else later levels depend on the scores
+                passes = (len(levels[0]) + 1) * len(completions)
+            if request.conceptual is None and len(levels) == 1:  # else the rows depend on the embeddings
                 positions = sum(
-                    self._positions(units, len(encoded.ids) + len(ids) - 1, len(ids), request) for ids in completions
+                    self._positions(levels[0], len(encoded.ids) + len(ids) - 1, len(ids), request)
+                    for ids in completions
                 )
-        return Prepared(request, encoded, images, target_ids, contrast_ids, tokens, units, n_tokens, passes, positions)
+        return Prepared(request, encoded, images, target_ids, contrast_ids, tokens, levels, n_tokens, passes, positions)
 
     def _positions(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> int:
         """Token positions the plan of one completion will run, counted without the plan (no conceptual
@@ -216,9 +218,11 @@ class Explainer:
         request: ExplainRequest | Prepared,
         on_progress: Callable[[int, int], None] | None = None,
         stop: Stop | None = None,
+        on_level: Callable[[Level], None] | None = None,
     ) -> Explanation:
         """Explain one request (see ``explain``), or one that this explainer's ``prepare`` made (a request is
-        prepared first). Setting ``stop`` from another thread ends it within one graph call, with ``Stopped``."""
+        prepared first). Setting ``stop`` from another thread ends it within one graph call, with ``Stopped``;
+        ``on_level`` gets each level of a search over levels once it is scored."""
         started = time.perf_counter()
         prepared = request if isinstance(request, Prepared) else self.prepare(request)
         request, encoded = prepared.request, prepared.prompt
@@ -233,19 +237,22 @@ class Explainer:
         contrast_ids = None if prepared.contrast_ids is None else list(prepared.contrast_ids)
         completions = [list(target_ids)] + ([contrast_ids] if contrast_ids is not None else [])
         generated = time.perf_counter()
-        tokens, units = prepared.tokens, prepared.units
-        if tokens is None or units is None:  # a generated target, or a sequence the model cannot take (refused first)
+        tokens, levels = prepared.tokens, prepared.levels
+        if tokens is None or levels is None:  # a generated target, or a sequence the model cannot take (refused first)
             for ids in completions:
                 self._check_length(len(encoded.ids) + len(ids) - 1)
-            tokens, units = request_units(
+            tokens, levels = request_units(
                 self.codec, self.vision, encoded, target, target_ids, prepared.images, request
             )
-        plans = [self.plan(self._fed(fed_prompt, ids[:-1]), ids, list(units), request, stop) for ids in completions]
-        progress = Progress(sum(p.n_rows for p in plans), on_progress)
-        scores = [relevance(p.shared.logprobs, execute(p, self.executor, progress, stop)) for p in plans]
+        bases = [self._base(self._fed(fed_prompt, ids[:-1]), ids, request, stop) for ids in completions]
+        scorer = Scorer(bases, request, self.executor, on_progress, stop)  # one unperturbed pass per completion
+        rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level)
+        named = list(zip(request.levels, levels))
+        searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level)
+        plans = scorer.plans
+        finest = searched[-1]
         target_tokens = self.codec.token_texts(completions[0])
         if contrast_ids is not None:
-            scores = [(scores[0].sum(axis=1) - scores[1].sum(axis=1))[:, None]]
             target_tokens = [f"{target} (vs {request.contrast})"]
         finished = time.perf_counter()
         return Explanation(
@@ -254,13 +261,13 @@ class Explainer:
             prompt_ids=encoded.ids,
             target_ids=completions[0],
             tokens=list(tokens),
-            units=list(units),
+            units=list(finest.units),
             target_tokens=target_tokens,
-            relevance=scores[0],
+            relevance=finest.relevance,
             mode=self.manifest.mode,
             suppression_factor=float(request.factor),
             conceptual_threshold=request.conceptual,
-            granularity=request.granularity,
+            granularity=finest.granularity,
             contrast=request.contrast,
             contrast_ids=contrast_ids,
             model=self.manifest.source,
@@ -276,4 +283,6 @@ class Explainer:
                 "positions_computed": sum(p.positions for p in plans),
                 "chunk_size": plans[-1].shared.chunk,
             },
+            levels=tuple(searched) if len(searched) > 1 else (),
+            warnings=cover_warnings(searched, len(encoded.ids), self.manifest.mode),
         )

@@ -11,11 +11,13 @@ from typing import Any, overload
 import numpy as np
 
 from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.search import Level
 from atman_onnx.runtime.units import ImageBox, Token, Unit, location_to_dict
 
 # 2 adds each unit's typed ``location`` (a text span or an image box); 3 adds ``images`` (the prompt's images, as
-# base64 strings of their files, so that a report or overlay can be drawn from the file alone). Older files load.
-JSON_VERSION = 3
+# base64 strings of their files, so that a report or overlay can be drawn from the file alone); 4 adds ``levels``
+# (each level a search scored, coarse to fine: {granularity, units, relevance}) and ``warnings``. Older files load.
+JSON_VERSION = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,7 +27,9 @@ class Explanation:
     The model is fed the prompt, then the target without its last token; ``tokens`` lists those fed positions.
     ``units`` are what was suppressed, one per fed position at the default ``token`` granularity.
     ``relevance[u, t]`` is the rise in cross-entropy of target token ``t`` when unit ``u`` is suppressed:
-    positive means the target depends on that unit. ``total`` sums over the target tokens.
+    positive means the target depends on that unit. ``total`` sums over the target tokens. A search over levels
+    (granularity ``("paragraph", "sentence")``, say) keeps every level it scored in ``levels``; ``units`` and
+    ``relevance`` are its finest.
     """
 
     prompt: str
@@ -46,6 +50,8 @@ class Explanation:
     provider: str = ""
     timings: dict[str, Any] = field(default_factory=dict)
     images: tuple[bytes, ...] = ()  # the prompt's images (their files' bytes), for an image-text model
+    levels: tuple[Level, ...] = ()  # coarse to fine, the last one ``units`` and ``relevance``; empty: that one only
+    warnings: tuple[str, ...] = ()  # what the scores cannot tell (a unit covering the whole prompt, say)
 
     @property
     def total(self) -> np.ndarray:
@@ -59,15 +65,19 @@ class Explanation:
         picks.sort(key=lambda i: -total[i])
         return [(i, self.units[i], float(total[i])) for i in picks[:k]]
 
+    @property
+    def scored_levels(self) -> tuple[Level, ...]:
+        """Every level scored, coarse to fine: ``levels``, or the one level of a flat explanation."""
+        return self.levels or (Level(self.granularity, tuple(self.units), self.relevance),)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["units"] = [
-            {**{k: v for k, v in asdict(u).items() if k != "box"}, "location": location_to_dict(u.location)}
-            for u in self.units
-        ]
+        data["units"] = _units(self.units)
         data["relevance"] = self.relevance.astype(float).tolist()
         data["relevance_total"] = self.total.astype(float).tolist()
         data["images"] = [base64.b64encode(image).decode("ascii") for image in self.images]
+        data["levels"] = [level_to_dict(level) for level in self.scored_levels]
+        data["warnings"] = list(self.warnings)
         return {"format_version": JSON_VERSION, **data}
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -75,7 +85,7 @@ class Explanation:
 
     @classmethod
     def from_json(cls, text: str) -> Explanation:
-        """Read a file written by ``to_json`` (``format_version`` 1, 2 or 3); a field that is missing or of the
+        """Read a file written by ``to_json`` (``format_version`` 1 to 4); a field that is missing or of the
         wrong type is an ``InputError`` naming it."""
         try:
             data = json.loads(text)
@@ -95,6 +105,18 @@ class Explanation:
         from atman_onnx.html import render_html
 
         return render_html(self)
+
+
+def level_to_dict(level: Level) -> dict[str, Any]:
+    """The JSON form of one level: ``{granularity, units, relevance}``, shaped as the top-level fields."""
+    return {"granularity": level.granularity, "units": _units(level.units), "relevance": level.relevance.tolist()}
+
+
+def _units(units: list[Unit] | tuple[Unit, ...]) -> list[dict[str, Any]]:
+    """The JSON form of units: their fields, the image box as a typed ``location``."""
+    return [
+        {**{k: v for k, v in asdict(u).items() if k != "box"}, "location": location_to_dict(u.location)} for u in units
+    ]
 
 
 class _Fields:
@@ -157,43 +179,26 @@ def _kind(value: Any) -> str:
 def _read(top: _Fields) -> dict[str, Any]:
     """The ``Explanation`` fields of a checked explanation file."""
     version = top.get("format_version", int, 1)
-    if version not in (1, 2, JSON_VERSION):
+    if version not in (1, 2, 3, JSON_VERSION):
         raise InputError(f"explanation format_version {version!r} is newer than this atman-onnx reads ({JSON_VERSION})")
     tokens = [
         Token(t.get("text", str), t.get("start", int), t.get("end", int), t.get("segment", str))
         for t in top.each("tokens")
     ]
-    units = []
-    for u in top.each("units"):
-        positions = tuple(u.ints("positions"))
-        if not positions or not all(0 <= p < len(tokens) for p in positions):
-            raise InputError(
-                f"not an explanation: field {u.path('positions')!r} must list fed positions, 0 to {len(tokens) - 1}"
-            )
-        location = u.get("location", dict, None)
-        box = None
-        if location is not None and location.get("type") == "image":
-            at = _Fields(location, u.path("location"))
-            box = ImageBox(at.get("image", int), *(at.get(k, float) for k in ("left", "top", "width", "height")))
-            if box.image < 0:
-                raise InputError(f"not an explanation: field {at.path('image')!r} must not be negative")
-        units.append(
-            Unit(u.get("text", str), u.get("start", int), u.get("end", int), u.get("segment", str), positions, box)
-        )
+    units = _read_units(top, len(tokens))
     target_tokens = top.get("target_tokens", list)
     if not all(isinstance(t, str) for t in target_tokens):
         raise InputError("not an explanation: field 'target_tokens' must be a list of strings")
-    rows = top.get("relevance", list)
-    shape = (len(units), len(target_tokens))
-    try:
-        relevance = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError):
-        relevance = None
-    if relevance is None or relevance.shape != shape or not np.isfinite(relevance).all():
-        raise InputError(
-            f"not an explanation: field 'relevance' must be finite numbers, one row per unit and one column "
-            f"per target token ({shape[0]} x {shape[1]})"
+    relevance = _read_relevance(top, len(units), len(target_tokens))
+    levels = []
+    for level in top.each("levels") if "levels" in top.data else []:
+        found = _read_units(level, len(tokens))
+        levels.append(
+            Level(level.get("granularity", str), tuple(found), _read_relevance(level, len(found), len(target_tokens)))
         )
+    warnings = top.get("warnings", list, [])
+    if not all(isinstance(w, str) for w in warnings):
+        raise InputError("not an explanation: field 'warnings' must be a list of strings")
     timings = top.get("timings", dict, {})
     for name in ("total_s", "passes"):  # the ones a report shows
         if name in timings:
@@ -210,7 +215,7 @@ def _read(top: _Fields) -> dict[str, Any]:
         tokens=tokens,
         target_tokens=target_tokens,
         units=units,
-        relevance=relevance.astype(np.float32),
+        relevance=relevance,
         mode=top.get("mode", str),
         suppression_factor=top.get("suppression_factor", float),
         conceptual_threshold=top.get("conceptual_threshold", float, None),
@@ -221,4 +226,43 @@ def _read(top: _Fields) -> dict[str, Any]:
         provider=top.get("provider", str, ""),
         timings=timings,
         images=images,
+        levels=tuple(levels) if len(levels) > 1 else (),
+        warnings=tuple(warnings),
     )
+
+
+def _read_units(fields: _Fields, n_tokens: int) -> list[Unit]:
+    """The checked ``units`` of the file or of one of its levels."""
+    units = []
+    for u in fields.each("units"):
+        positions = tuple(u.ints("positions"))
+        if not positions or not all(0 <= p < n_tokens for p in positions):
+            raise InputError(
+                f"not an explanation: field {u.path('positions')!r} must list fed positions, 0 to {n_tokens - 1}"
+            )
+        location = u.get("location", dict, None)
+        box = None
+        if location is not None and location.get("type") == "image":
+            at = _Fields(location, u.path("location"))
+            box = ImageBox(at.get("image", int), *(at.get(k, float) for k in ("left", "top", "width", "height")))
+            if box.image < 0:
+                raise InputError(f"not an explanation: field {at.path('image')!r} must not be negative")
+        units.append(
+            Unit(u.get("text", str), u.get("start", int), u.get("end", int), u.get("segment", str), positions, box)
+        )
+    return units
+
+
+def _read_relevance(fields: _Fields, n_units: int, n_columns: int) -> np.ndarray:
+    """The checked ``relevance`` [units, columns] of the file or of one of its levels."""
+    rows = fields.get("relevance", list)
+    try:
+        relevance = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError):
+        relevance = None
+    if relevance is None or relevance.shape != (n_units, n_columns) or not np.isfinite(relevance).all():
+        raise InputError(
+            f"not an explanation: field {fields.path('relevance')!r} must be finite numbers, one row per unit and "
+            f"one column per target token ({n_units} x {n_columns})"
+        )
+    return relevance.astype(np.float32)

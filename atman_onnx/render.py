@@ -22,7 +22,11 @@ def _header(explanation: Explanation) -> list[str]:
     what = f"target: {explanation.target!r} ({len(explanation.target_ids)} tokens)"
     if explanation.contrast is not None:
         what += f" rather than contrast {explanation.contrast!r}"
-    return [what, f"{settings}, {explanation.granularity} granularity", ""]
+    lines = [what, f"{settings}, {explanation.granularity} granularity"]
+    if explanation.levels:
+        chain = " > ".join(f"{level.granularity} ({len(level.units)} scored)" for level in explanation.levels)
+        lines.append(f"levels: {chain}; {int(explanation.timings.get('passes', 0))} passes")
+    return [*lines, ""]
 
 
 def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
@@ -30,7 +34,7 @@ def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
     lines = ["", f"{what} (sum over target tokens; max |relevance| {scale:.3f}):"]
     for index, unit, value in explanation.top(top):
         lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
-    return lines
+    return lines + [f"warning: {warning}" for warning in explanation.warnings]
 
 
 def text_heatmap(explanation: Explanation, color: bool = False, top: int = 5, width: int = 100) -> str:

@@ -10,19 +10,22 @@ flags (atman_onnx/cli.py), the service's JSON Schema (serve/schema.py) and docs/
 from __future__ import annotations
 
 import base64
-import binascii
-import os
+import itertools
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
 from atman_onnx.core.errors import InputError
+from atman_onnx.request_images import decode_images, image_bytes
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import SCHEDULES
 from atman_onnx.spec import Kind, declared, spec
 
 IMAGE_UNITS = ("region", "tile", "token")
+GROUP_LEVELS = ("auto", "off")
+DEFAULT_TOP_K = 3  # chosen on tools/eval's long-context set (docs/lab/levels.md)
+_RANK = {"spans": 4, "paragraph": 3, "sentence": 2, "word": 1, "token": 0}  # coarse to fine
 MAX_GRID = 64
 MAX_FACTOR = 1e6  # far past any use, and far inside float32: the scaled attention overflows near 1e37
 
@@ -53,8 +56,36 @@ class ExplainRequest:
         le=1,
         label="conceptual threshold",
     )
-    granularity: str = spec(
-        "unit suppressed in one pass and reported as one row", default="token", choices=GRANULARITIES
+    granularity: str | tuple[str, ...] = spec(
+        f"unit suppressed in one pass and reported as one row ({', '.join(GRANULARITIES)}), or levels of them, "
+        "coarse to fine, each nesting in the one before (a list; on the command line comma-separated, e.g. "
+        "paragraph,sentence): the first level scores all its units, each later one the sub-units of the units the "
+        "refinement rule selects (every score exact)",
+        default="token",
+    )
+    refine_top_k: int = spec(
+        "with levels: refine the k most relevant units of each level (of positive relevance)",
+        default=DEFAULT_TOP_K,
+        ge=1,
+    )
+    refine_mass: float | None = spec(
+        "with levels: refine fewer than refine_top_k units when the most relevant ones already hold this share of "
+        "the level's positive relevance; unset: always refine_top_k",
+        default=None,
+        gt=0,
+        le=1,
+        label="refinement mass",
+    )
+    max_passes: int | None = spec(
+        "with levels: at most this many passes over all levels (the first level must fit); unset: no cap",
+        default=None,
+        ge=2,
+    )
+    group_level: str = spec(
+        "with levels: auto puts a level of contiguous groups of the first level's units above it when that saves "
+        "passes; off never does",
+        default="auto",
+        choices=GROUP_LEVELS,
     )
     spans: tuple[tuple[int, int], ...] | None = spec(
         "with granularity 'spans': character ranges [start, end) of the prompt", default=None, flag="--span"
@@ -94,12 +125,18 @@ class ExplainRequest:
     grid: int = spec("with image_units 'region': regions per image side", default=4, ge=1, le=MAX_GRID)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "images", _image_bytes(self.images))
+        object.__setattr__(self, "images", image_bytes(self.images))
+        object.__setattr__(self, "granularity", _levels(self.granularity))
         for name, check in _CHECKS:
             check(getattr(self, name))
         if self.spans is not None:
             object.__setattr__(self, "spans", tuple((int(a), int(b)) for a, b in self.spans))
         _check_together(self)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The granularity as levels, coarse to fine: one for a flat explanation."""
+        return (self.granularity,) if isinstance(self.granularity, str) else self.granularity
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainRequest:
@@ -112,7 +149,7 @@ class ExplainRequest:
         if "prompt" not in data:
             raise InputError("field 'prompt' is required")
         if "images" in data:
-            data = {**data, "images": _decode_images(data["images"])}
+            data = {**data, "images": decode_images(data["images"])}
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,46 +159,20 @@ class ExplainRequest:
             data["prompt"] = [dict(m) for m in self.prompt]
         if self.spans is not None:
             data["spans"] = [list(s) for s in self.spans]
+        if not isinstance(self.granularity, str):
+            data["granularity"] = list(self.granularity)
         data["images"] = [base64.b64encode(image).decode("ascii") for image in self.images]
         return data
 
 
-def _image_bytes(images: Any) -> tuple[bytes, ...]:
-    """Images as the bytes of their files: paths are read, PIL images saved as PNG."""
-    if not isinstance(images, (list, tuple)):
-        raise InputError(f"field 'images' must be a list of images, got {type(images).__name__}")
-    out = []
-    for i, image in enumerate(images):
-        if isinstance(image, (bytes, bytearray)):
-            out.append(bytes(image))
-        elif isinstance(image, (str, os.PathLike)):
-            try:
-                with open(image, "rb") as file:
-                    out.append(file.read())
-            except OSError as exc:
-                raise InputError(f"image {i + 1}: cannot read {os.fspath(image)!r}: {exc.strerror}") from None
-        elif hasattr(image, "save"):  # a PIL image
-            import io
-
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            out.append(buffer.getvalue())
-        else:
-            raise InputError(f"image {i + 1} must be a file path, bytes or a PIL image, got {type(image).__name__}")
-    return tuple(out)
-
-
-def _decode_images(images: Any) -> list[bytes]:
-    """The JSON form: a list of base64 strings, each decoded (a bad one is named)."""
-    if not isinstance(images, list) or not all(isinstance(x, str) for x in images):
-        raise InputError("field 'images' must be a list of base64 strings")
-    decoded = []
-    for i, text in enumerate(images):
-        try:
-            decoded.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise InputError(f"field 'images': image {i + 1} is not valid base64") from None
-    return decoded
+def _levels(value: Any) -> str | tuple[str, ...]:
+    """The granularity in its one form: a name, or a tuple of two or more (a comma-separated string split)."""
+    if isinstance(value, str):
+        value = value.split(",") if "," in value else value
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):  # a name, or a wrong type for the check
+        return value
+    names = tuple(v.strip() if isinstance(v, str) else v for v in value)
+    return names[0] if len(names) == 1 else names
 
 
 def _is_messages(value: Any) -> bool:
@@ -200,10 +211,23 @@ _MESSAGES = {
 }
 _SPANS = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
 _IMAGES = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}
+_GRANULARITY = {
+    "anyOf": [
+        {"type": "string", "enum": list(GRANULARITIES)},
+        {"type": "array", "items": {"type": "string", "enum": list(GRANULARITIES)}, "minItems": 1},
+    ]
+}
 _KINDS = {  # the request's own types; str, bool, int, float and their unions with None come from atman_onnx.spec
     Messages: Kind("a list of chat messages {role, content} with string values", _is_messages, _MESSAGES),
     tuple[tuple[int, int], ...]: Kind(
         "a list of [start, end] integer pairs", _is_spans, _SPANS, _span, "START:END", many=True
+    ),
+    tuple[str, ...] | str: Kind(  # granularity: a name or levels of them
+        "a granularity or a list of them",
+        lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+        _GRANULARITY,
+        str,
+        "LEVEL[,LEVEL...]",
     ),
     tuple[bytes, ...]: Kind("a list of images", lambda v: isinstance(v, tuple), _IMAGES, str, "PATH", many=True),
 }
@@ -220,7 +244,25 @@ def _check_together(r: ExplainRequest) -> None:
         raise InputError("the target is empty")
     if r.contrast is not None and not r.contrast:
         raise InputError("the contrast is empty")
-    if r.granularity == "spans" and r.spans is None and not r.delimiter:
+    _check_levels(r.levels)
+    if "spans" in r.levels and r.spans is None and not r.delimiter:
         raise InputError("granularity 'spans' needs character spans or a delimiter")
-    if r.granularity != "spans" and (r.spans is not None or r.delimiter is not None):
+    if "spans" not in r.levels and (r.spans is not None or r.delimiter is not None):
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")
+
+
+def _check_levels(levels: tuple[str, ...]) -> None:
+    """Known granularities, coarse to fine, none twice."""
+    if not levels:
+        raise InputError("field 'granularity': no levels given")
+    for name in levels:
+        if name not in GRANULARITIES:
+            raise InputError(
+                f"field 'granularity': unknown granularity {name!r}; available: {', '.join(GRANULARITIES)}"
+            )
+    for coarse, fine in itertools.pairwise(levels):
+        if _RANK[fine] >= _RANK[coarse]:
+            order = " > ".join(sorted(_RANK, key=_RANK.__getitem__, reverse=True))
+            raise InputError(
+                f"field 'granularity': levels go coarse to fine ({order}), so {fine!r} cannot follow {coarse!r}"
+            )

@@ -15,7 +15,8 @@ from atman_onnx.core.errors import InputError
 GRANULARITIES = ("token", "word", "sentence", "paragraph", "spans")
 _PATTERNS = {
     "word": re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+"),
-    "sentence": re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|$)", re.DOTALL),
+    # a sentence ends at its punctuation, or at a blank line (so that sentences nest in paragraphs), or at the end
+    "sentence": re.compile(r"\S.*?(?:[.!?]+(?=\s|$)|(?=\n\s*\n)|$)", re.DOTALL),
     "paragraph": re.compile(r"\S.*?(?=\n\s*\n|$)", re.DOTALL),
 }
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.explainer import Explainer
-from atman_onnx.explanation import Explanation
+from atman_onnx.explanation import Explanation, level_to_dict
 from atman_onnx.prepare import Prepared
 from atman_onnx.runtime.execute import Stop, Stopped
+from atman_onnx.runtime.search import Level
 from atman_onnx.serve.errors import ApiError, Cancelled, as_api_error
 from atman_onnx.serve.metrics import Metrics
 
@@ -30,12 +31,13 @@ RETRY_AFTER_S = 2  # what an overloaded reply suggests
 
 
 class Job:
-    """One admitted explanation: its id, its stop, progress queue, and the task that runs it."""
+    """One admitted explanation: its id, its stop, its queue of events (progress, finished levels), and the task
+    that runs it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, job_id: str):
         self.id = job_id
         self.stop = Stop()
-        self.progress: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.task: asyncio.Task[Explanation]
         self._loop = loop
 
@@ -50,7 +52,11 @@ class Job:
 
     def on_progress(self, done: int, total: int) -> None:
         """Called on the worker thread after every batch."""
-        self._loop.call_soon_threadsafe(self.progress.put_nowait, (done, total))
+        self._loop.call_soon_threadsafe(self.events.put_nowait, ("progress", {"done": done, "total": total}))
+
+    def on_level(self, level: Level) -> None:
+        """Called on the worker thread when a level of a search is scored."""
+        self._loop.call_soon_threadsafe(self.events.put_nowait, ("level", level_to_dict(level)))
 
 
 class Scheduler:
@@ -100,7 +106,7 @@ class Scheduler:
                 self._update()
                 try:
                     explanation = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, explainer.run, prepared, job.on_progress, job.stop
+                        self._pool, explainer.run, prepared, job.on_progress, job.stop, job.on_level
                     )
                 finally:
                     self.running -= 1
@@ -141,15 +147,15 @@ class Scheduler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def follow(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[tuple[int, int]]:
-    """Yield the job's progress ``(done, total)`` until it ends; cancel it when the client goes away or the reader
-    stops early. The job's outcome is then ``job.task.result()``."""
-    getter: asyncio.Future[tuple[int, int]] | None = None
+async def follow(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Yield the job's events (``progress`` and ``level``, with their data) until it ends; cancel it when the
+    client goes away or the reader stops early. The job's outcome is then ``job.task.result()``."""
+    getter: asyncio.Future[tuple[str, dict[str, Any]]] | None = None
     loop = asyncio.get_running_loop()
     checked = loop.time()
     try:
-        while not (job.task.done() and job.progress.empty()):
-            getter = asyncio.ensure_future(job.progress.get())
+        while not (job.task.done() and job.events.empty()):
+            getter = asyncio.ensure_future(job.events.get())
             await asyncio.wait({getter, job.task}, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 yield getter.result()
@@ -177,10 +183,11 @@ def sse(event: str, data: dict[str, Any] | str) -> str:
 
 
 async def stream(job: Job, disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[str]:
-    """The job as Server-Sent Events: ``progress`` after every batch, then one ``result`` or one ``error``; each
-    event's data carries ``request_id``."""
-    async for done, total in follow(job, disconnected):
-        yield sse("progress", {"done": done, "total": total, "request_id": job.id})
+    """The job as Server-Sent Events: ``progress`` after every batch, ``level`` as each level of a search is scored
+    ({granularity, units, relevance}), then one ``result`` or one ``error``; each event's data carries
+    ``request_id``."""
+    async for event, data in follow(job, disconnected):
+        yield sse(event, {**data, "request_id": job.id})
     try:
         yield sse("result", reply(job, job.task.result()))
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""The explanation JSON: format 2 adds each unit's typed location, format 3 the images; older files still load."""
+"""The explanation JSON: format 2 adds each unit's typed location, format 3 the images, format 4 the levels of a
+search and warnings; older files still load."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from test_html import make_explanation
 
 from atman_onnx import Explanation, ImageBox, TextSpan, Unit
 from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.search import Level
 
 V1 = Path(__file__).with_name("data") / "explanation-v1.json"
 V2 = Path(__file__).with_name("data") / "explanation-v2.json"
+V3 = Path(__file__).with_name("data") / "explanation-v3.json"
+NEW = ("format_version", "images", "levels", "warnings")  # written by format 4 where older files lack them
 
 
 def test_version_1_file_loads_with_text_locations():
@@ -25,9 +29,9 @@ def test_version_1_file_loads_with_text_locations():
     assert old.units == want.units and old.tokens == want.tokens
     assert np.array_equal(old.relevance, want.relevance) and old.timings == want.timings
     assert old.units[1].location == TextSpan("prompt", 0, 12)
-    again = json.loads(old.to_json())  # written again, it is a version-3 file with the same fields
-    assert again["format_version"] == 3 and again["images"] == []
-    assert {k: v for k, v in again.items() if k not in ("format_version", "images")} == {
+    again = json.loads(old.to_json())  # written again, it is a version-4 file with the same fields
+    assert again["format_version"] == 4 and again["images"] == [] and again["warnings"] == []
+    assert {k: v for k, v in again.items() if k not in NEW} == {
         **{k: v for k, v in data.items() if k not in ("format_version", "units")},
         "units": [{**u, "location": again["units"][i]["location"]} for i, u in enumerate(data["units"])],
     }
@@ -40,14 +44,38 @@ def test_version_2_file_loads_without_images():
     want = make_explanation()
     assert old.units == want.units and np.array_equal(old.relevance, want.relevance) and old.images == ()
     again = json.loads(old.to_json())
-    assert {k: v for k, v in again.items() if k not in ("format_version", "images")} == {
-        k: v for k, v in data.items() if k != "format_version"
-    }
+    assert {k: v for k, v in again.items() if k not in NEW} == {k: v for k, v in data.items() if k != "format_version"}
 
 
-def test_version_3_types_every_location_and_carries_images():
+def test_version_3_file_loads_without_levels():
+    data = json.loads(V3.read_text())
+    assert data["format_version"] == 3 and "levels" not in data
+    old = Explanation.from_json(V3.read_text())
+    assert old.levels == () and old.warnings == () and old.units == make_explanation().units
+    again = json.loads(old.to_json())
+    assert {k: v for k, v in again.items() if k not in NEW} == {k: v for k, v in data.items() if k not in NEW}
+    assert again["levels"] == [{"granularity": "token", "units": again["units"], "relevance": again["relevance"]}]
+
+
+def test_version_4_keeps_every_level_and_the_finest_on_top():
+    flat = make_explanation()
+    coarse = Level("paragraph", (flat.units[1],), np.array([[1.5, 0.25]], dtype=np.float32))
+    fine = Level("token", tuple(flat.units), flat.relevance)
+    searched = replace(flat, levels=(coarse, fine), warnings=("paragraph 'x' covers the whole prompt",))
+    data = json.loads(searched.to_json())
+    assert data["format_version"] == 4 and [level["granularity"] for level in data["levels"]] == ["paragraph", "token"]
+    assert data["levels"][-1]["units"] == data["units"] and data["levels"][-1]["relevance"] == data["relevance"]
+    again = Explanation.from_json(searched.to_json())
+    assert [level.units for level in again.levels] == [coarse.units, fine.units]
+    assert np.array_equal(again.levels[0].relevance, coarse.relevance) and again.warnings == searched.warnings
+    data["levels"][0]["relevance"] = [[1.0]]
+    with pytest.raises(InputError, match=r"field 'levels\[0\].relevance' must be finite numbers, one row per unit"):
+        Explanation.from_json(json.dumps(data))
+
+
+def test_version_4_types_every_location_and_carries_images():
     data = json.loads(make_explanation().to_json())
-    assert data["format_version"] == 3 and data["images"] == []
+    assert data["format_version"] == 4 and data["images"] == []
     assert data["units"][1] == {
         "text": "<b>Paris</b>",
         "start": 0,
@@ -81,8 +109,8 @@ def test_image_box_round_trips():
 
 def test_newer_format_is_refused_in_one_line():
     data = json.loads(make_explanation().to_json())
-    data["format_version"] = 4
-    with pytest.raises(InputError, match="format_version 4 is newer than this atman-onnx reads"):
+    data["format_version"] = 5
+    with pytest.raises(InputError, match="format_version 5 is newer than this atman-onnx reads"):
         Explanation.from_json(json.dumps(data))
 
 

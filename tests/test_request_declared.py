@@ -24,6 +24,10 @@ FLAGS = [
     "--factor",
     "--conceptual",
     "--granularity",
+    "--refine-top-k",
+    "--refine-mass",
+    "--max-passes",
+    "--group-level",
     "--span",
     "--delimiter",
     "--include-template",
@@ -55,6 +59,12 @@ BAD = [  # one field wrong each: the request refuses it, and so does the schema
     {"conceptual": 0},
     {"conceptual": 1.5},
     {"granularity": "letter"},
+    {"granularity": ["paragraph", "letter"]},
+    {"refine_top_k": 0},
+    {"refine_mass": 0},
+    {"refine_mass": 1.5},
+    {"max_passes": 1},
+    {"group_level": "always"},
     {"schedule": "fast"},
     {"image_units": "pixel"},
     {"grid": 0},
@@ -115,7 +125,8 @@ def test_schema_carries_types_bounds_and_choices():
     body = explain_request()
     properties = body["properties"]
     assert body["required"] == ["prompt"] and list(properties) == ["model", *FIELDS]
-    assert properties["granularity"]["enum"] == list(GRANULARITIES)
+    name, levels = properties["granularity"]["anyOf"]
+    assert name["enum"] == list(GRANULARITIES) and levels["items"]["enum"] == list(GRANULARITIES)
     assert properties["schedule"]["enum"] == list(SCHEDULES)
     assert properties["image_units"]["enum"] == list(IMAGE_UNITS)
     assert properties["factor"] | {"description": ""} == {
