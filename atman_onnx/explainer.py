@@ -277,10 +277,11 @@ class Explainer:
                 "generate_s": generated - started,
                 "explain_s": finished - generated,
                 "total_s": finished - started,
-                "passes": sum(p.passes for p in plans),
+                "passes": sum(p.n_rows for p in plans) + len(bases),  # one unperturbed pass per completion
                 "batch_size": plans[-1].batch_size,
                 "schedule": request.schedule,
-                "positions_computed": sum(p.positions for p in plans),
+                "positions_computed": sum(p.positions - p.shared.n_fed for p in plans)
+                + sum(b.shared.n_fed for b in bases),
                 "chunk_size": plans[-1].shared.chunk,
             },
             levels=tuple(searched) if len(searched) > 1 else (),
