@@ -186,7 +186,7 @@ class Explainer:
                 prompt, images = self.vision.prepare(prompt, request.images)
             except InputError as exc:
                 raise InputError(f"field 'images': {exc}") from None
-        encoded = encode_prompt(self.codec, prompt)
+        encoded = encode_prompt(self.codec, prompt, request.document_texts)
         target_ids = None if request.target is None else tuple(encode_target(self.codec, request.target))
         contrast_ids = None if request.contrast is None else tuple(encode_target(self.codec, request.contrast))
         longest = max(request.max_new_tokens if target_ids is None else len(target_ids), len(contrast_ids or ()))

@@ -101,15 +101,21 @@ def level_units(
     granularity: str,
 ) -> tuple[Unit, ...]:
     """The units of one granularity (``request_units``)."""
+    spans = None if request.spans is None else list(request.spans)
+    within = None if request.include_template else encoded.content
+    if encoded.documents is not None:  # only the documents are explained; each one unit at granularity 'document'
+        within = encoded.documents
+        if granularity == "document":
+            granularity, spans = "spans", list(encoded.documents)
     units = make_units(
         encoded.text,
         target,
         tokens,
         len(encoded.ids),
         granularity,
-        None if request.spans is None else list(request.spans),
+        spans,
         request.delimiter,
-        None if request.include_template else encoded.content,
+        within,
         with_target=request.contrast is None,
     )
     if images is not None:

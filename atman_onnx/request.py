@@ -12,24 +12,22 @@ from __future__ import annotations
 import base64
 import itertools
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 from atman_onnx.core.errors import InputError
 from atman_onnx.request_images import decode_images, image_bytes
+from atman_onnx.request_kinds import REQUEST_KINDS, Messages
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
 from atman_onnx.runtime.groups import GRANULARITIES
 from atman_onnx.runtime.plan import SCHEDULES
-from atman_onnx.spec import Kind, declared, spec
+from atman_onnx.spec import declared, spec
 
 IMAGE_UNITS = ("region", "tile", "token")
 GROUP_LEVELS = ("auto", "off")
 DEFAULT_TOP_K = 3  # chosen on tools/eval's long-context set (docs/lab/levels.md)
-_RANK = {"spans": 4, "paragraph": 3, "sentence": 2, "word": 1, "token": 0}  # coarse to fine
+_RANK = {"document": 5, "spans": 4, "paragraph": 3, "sentence": 2, "word": 1, "token": 0}  # coarse to fine
 MAX_GRID = 64
 MAX_FACTOR = 1e6  # far past any use, and far inside float32: the scaled attention overflows near 1e37
-
-Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,13 @@ class ExplainRequest:
         "with granularity 'spans': character ranges [start, end) of the prompt", default=None, flag="--span"
     )
     delimiter: str | None = spec("with granularity 'spans': split the prompt into spans at this string", default=None)
+    documents: tuple[str | dict[str, str], ...] | None = spec(
+        "texts (or {title, text} objects) to answer from, put before the prompt (the question): through the chat "
+        "template's documents where it takes them, else as 'Document 1: title' blocks; only their text is explained, "
+        "and granularity 'document' makes each one unit; on the command line, a text file per flag",
+        default=None,
+        flag="--document",
+    )
     include_template: bool = spec("for chat prompts, explain the template's tokens too", default=False)
     contrast: str | None = spec(
         "explain why the model says target rather than this completion (one column of relevance)", default=None
@@ -129,6 +134,8 @@ class ExplainRequest:
         object.__setattr__(self, "granularity", _levels(self.granularity))
         for name, check in _CHECKS:
             check(getattr(self, name))
+        if self.documents is not None:
+            object.__setattr__(self, "documents", tuple(self.documents))
         if self.spans is not None:
             object.__setattr__(self, "spans", tuple((int(a), int(b)) for a, b in self.spans))
         _check_together(self)
@@ -137,6 +144,13 @@ class ExplainRequest:
     def levels(self) -> tuple[str, ...]:
         """The granularity as levels, coarse to fine: one for a flat explanation."""
         return (self.granularity,) if isinstance(self.granularity, str) else self.granularity
+
+    @property
+    def document_texts(self) -> tuple[tuple[str, str], ...] | None:
+        """The documents as (title, text), the title empty where none was given."""
+        if self.documents is None:
+            return None
+        return tuple(("", d) if isinstance(d, str) else (d.get("title", ""), d["text"]) for d in self.documents)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainRequest:
@@ -161,6 +175,8 @@ class ExplainRequest:
             data["spans"] = [list(s) for s in self.spans]
         if not isinstance(self.granularity, str):
             data["granularity"] = list(self.granularity)
+        if self.documents is not None:
+            data["documents"] = [d if isinstance(d, str) else dict(d) for d in self.documents]
         data["images"] = [base64.b64encode(image).decode("ascii") for image in self.images]
         return data
 
@@ -175,63 +191,7 @@ def _levels(value: Any) -> str | tuple[str, ...]:
     return names[0] if len(names) == 1 else names
 
 
-def _is_messages(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(m, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
-        and isinstance(m.get("role"), str)
-        and isinstance(m.get("content"), str)
-        for m in value
-    )
-
-
-def _is_spans(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(s, (list, tuple))
-        and len(s) == 2
-        and all(isinstance(x, Integral) and not isinstance(x, bool) for x in s)
-        for s in value
-    )
-
-
-def _span(word: str) -> tuple[int, int]:
-    """``START:END`` on the command line; a ValueError when it is not."""
-    start, end = word.split(":")
-    return int(start), int(end)
-
-
-_MESSAGES = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["role", "content"],
-        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-        "additionalProperties": {"type": "string"},
-    },
-}
-_SPANS = {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}}
-_IMAGES = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}
-_GRANULARITY = {
-    "anyOf": [
-        {"type": "string", "enum": list(GRANULARITIES)},
-        {"type": "array", "items": {"type": "string", "enum": list(GRANULARITIES)}, "minItems": 1},
-    ]
-}
-_KINDS = {  # the request's own types; str, bool, int, float and their unions with None come from atman_onnx.spec
-    Messages: Kind("a list of chat messages {role, content} with string values", _is_messages, _MESSAGES),
-    tuple[tuple[int, int], ...]: Kind(
-        "a list of [start, end] integer pairs", _is_spans, _SPANS, _span, "START:END", many=True
-    ),
-    tuple[str, ...] | str: Kind(  # granularity: a name or levels of them
-        "a granularity or a list of them",
-        lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
-        _GRANULARITY,
-        str,
-        "LEVEL[,LEVEL...]",
-    ),
-    tuple[bytes, ...]: Kind("a list of images", lambda v: isinstance(v, tuple), _IMAGES, str, "PATH", many=True),
-}
-FIELDS = declared(ExplainRequest, _KINDS)
+FIELDS = declared(ExplainRequest, REQUEST_KINDS)
 _CHECKS = tuple((name, f.checker()) for name, f in FIELDS.items())
 
 
@@ -245,10 +205,28 @@ def _check_together(r: ExplainRequest) -> None:
     if r.contrast is not None and not r.contrast:
         raise InputError("the contrast is empty")
     _check_levels(r.levels)
+    _check_documents(r)
     if "spans" in r.levels and r.spans is None and not r.delimiter:
         raise InputError("granularity 'spans' needs character spans or a delimiter")
     if "spans" not in r.levels and (r.spans is not None or r.delimiter is not None):
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")
+
+
+def _check_documents(r: ExplainRequest) -> None:
+    """Documents that are there, not empty, and not in the prompt already; granularity 'document' needs them."""
+    documents = r.document_texts
+    if documents is None:
+        if "document" in r.levels:
+            raise InputError("granularity 'document' needs documents")
+        return
+    if not documents:
+        raise InputError("field 'documents': the list is empty")
+    texts = [r.prompt] if isinstance(r.prompt, str) else [m["content"] for m in r.prompt]
+    for i, (_, text) in enumerate(documents, 1):
+        if not text.strip():
+            raise InputError(f"field 'documents': document {i} is empty")
+        if any(text.strip() in t for t in texts):
+            raise InputError(f"field 'documents': the prompt already holds document {i}; give the question alone")
 
 
 def _check_levels(levels: tuple[str, ...]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from atman_onnx.core.errors import InputError
@@ -9,6 +11,7 @@ from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Token
 
 Prompt = str | list[dict]
+Document = tuple[str, str]  # title (may be empty), text
 
 
 @dataclass(frozen=True)
@@ -19,14 +22,60 @@ class EncodedPrompt:
     ids: list[int]
     offsets: list[tuple[int, int]]
     content: list[tuple[int, int]] | None  # None: all of it; for chat prompts, the messages' contents
+    documents: list[tuple[int, int]] | None = None  # each given document's text, where it lies in ``text``
 
 
-def encode_prompt(codec: TextCodec, prompt: Prompt) -> EncodedPrompt:
-    """Tokenize a text prompt, or render chat messages with the model's template and find their contents."""
+def encode_prompt(codec: TextCodec, prompt: Prompt, documents: Sequence[Document] | None = None) -> EncodedPrompt:
+    """Tokenize a text prompt, or render chat messages with the model's template and find their contents; given
+    ``documents`` (title, text), they go first: through the chat template's ``documents`` where it takes them,
+    else in the default layout (``document_layout``) before the prompt or the last message's content."""
+    if documents is None:
+        return _encode(codec, prompt, None)
+    takes = not isinstance(prompt, str) and "documents" in (codec.chat_template or "")
+    if takes:
+        assert not isinstance(prompt, str)  # for the type checker: chat messages
+        text = codec.render_chat(prompt, documents=[{"title": t, "text": x} for t, x in documents])
+        encoded = _encode(codec, prompt, text)
+    else:
+        encoded = _encode(codec, with_layout(prompt, documents), None)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for title, body in documents:
+        at = encoded.text.find(body, cursor)
+        if at < 0:
+            raise InputError(f"the chat template did not render document {len(spans) + 1} ({title or body[:30]!r})")
+        spans.append((at, at + len(body)))
+        cursor = at + len(body)
+    return dataclasses.replace(encoded, documents=spans)
+
+
+def document_layout(documents: Sequence[Document]) -> str:
+    """The documents as text where the chat template does not take them: ``Document 1: title`` (or ``Document 1:``)
+    on a line, then the text; a blank line between documents."""
+    return "\n\n".join(
+        f"Document {i}:{' ' + title if title else ''}\n{text}" for i, (title, text) in enumerate(documents, 1)
+    )
+
+
+def with_layout(prompt: Prompt, documents: Sequence[Document]) -> Prompt:
+    """The prompt with the documents' layout and a blank line before it (before the last message's content)."""
+    layout = document_layout(documents)
+    if isinstance(prompt, str):
+        return f"{layout}\n\n{prompt}"
+    last = (
+        max(i for i, m in enumerate(prompt) if m.get("role") == "user")
+        if any(m.get("role") == "user" for m in prompt)
+        else len(prompt) - 1
+    )
+    return [{**m, "content": f"{layout}\n\n{m['content']}"} if i == last else m for i, m in enumerate(prompt)]
+
+
+def _encode(codec: TextCodec, prompt: Prompt, rendered: str | None) -> EncodedPrompt:
+    """``encode_prompt`` without documents; ``rendered``: the chat messages' text, when already rendered."""
     if isinstance(prompt, str):
         encoded = codec.encode(prompt, add_special_tokens=True)
         return EncodedPrompt(prompt, encoded.ids, encoded.offsets, None)
-    text = codec.render_chat(prompt)
+    text = rendered if rendered is not None else codec.render_chat(prompt)
     content, cursor = [], 0
     for message in prompt:
         body = str(message.get("content", ""))

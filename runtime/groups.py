@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from atman_onnx.core.errors import InputError
 
-GRANULARITIES = ("token", "word", "sentence", "paragraph", "spans")
+GRANULARITIES = ("token", "word", "sentence", "paragraph", "document", "spans")
 _PATTERNS = {
     "word": re.compile(r"\w+(?:['’]\w+)*|[^\w\s]+"),
     # a sentence ends at its punctuation, or at a blank line (so that sentences nest in paragraphs), or at the end

@@ -44,8 +44,11 @@ class TextCodec:
         """Each token decoded on its own (what a person reads for it)."""
         return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
 
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """Render chat messages with the model's template, as transformers' ``apply_chat_template`` does."""
+    def render_chat(
+        self, messages: list[dict], add_generation_prompt: bool = True, documents: list[dict] | None = None
+    ) -> str:
+        """Render chat messages with the model's template, as transformers' ``apply_chat_template`` does (its
+        ``documents``, ``{title, text}`` each, for a template that takes them)."""
         if not self.chat_template:
             raise InputError("this model has no chat template; pass a plain prompt instead")
 
@@ -60,4 +63,5 @@ class TextCodec:
             add_generation_prompt=add_generation_prompt,
             bos_token=self.special_tokens.get("bos_token") or "",
             eos_token=self.special_tokens.get("eos_token") or "",
+            **({"documents": documents} if documents is not None else {}),
         )

@@ -25,6 +25,7 @@ FULL = {
     "group_level": "off",
     "spans": [[0, 5], [6, 8]],
     "delimiter": None,
+    "documents": None,
     "include_template": True,
     "contrast": " at home",
     "max_new_tokens": 7,

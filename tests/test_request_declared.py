@@ -30,6 +30,7 @@ FLAGS = [
     "--group-level",
     "--span",
     "--delimiter",
+    "--document",
     "--include-template",
     "--contrast",
     "--max-new-tokens",
