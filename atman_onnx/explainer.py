@@ -22,7 +22,9 @@ from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, unperturbed
 from atman_onnx.runtime.generate import generate
+from atman_onnx.runtime.groups import target_columns
 from atman_onnx.runtime.plan import Plan
+from atman_onnx.runtime.score import by_columns
 from atman_onnx.runtime.search import Level, Rule, cover_warnings, search
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB, Sizing, size_calls
@@ -250,10 +252,16 @@ class Explainer:
         named = list(zip(request.levels, levels))
         searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level)
         plans = scorer.plans
-        finest = searched[-1]
         target_tokens = self.codec.token_texts(completions[0])
         if contrast_ids is not None:
             target_tokens = [f"{target} (vs {request.contrast})"]
+        elif request.target_granularity != "token":  # each column sums the log-probs of its tokens
+            ends = np.cumsum([len(t) for t in target_tokens])
+            offsets = [(int(e) - len(t), int(e)) for t, e in zip(target_tokens, ends)]
+            columns = target_columns("".join(target_tokens), offsets, request.target_granularity)
+            target_tokens = ["".join(target_tokens[t] for t in column) for column in columns]
+            searched = [dataclasses.replace(lv, relevance=by_columns(lv.relevance, columns)) for lv in searched]
+        finest = searched[-1]
         finished = time.perf_counter()
         return Explanation(
             prompt=encoded.text,
@@ -268,6 +276,7 @@ class Explainer:
             suppression_factor=float(request.factor),
             conceptual_threshold=request.conceptual,
             granularity=finest.granularity,
+            target_granularity=request.target_granularity,
             contrast=request.contrast,
             contrast_ids=contrast_ids,
             model=self.manifest.source,

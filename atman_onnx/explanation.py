@@ -44,6 +44,7 @@ class Explanation:
     suppression_factor: float
     conceptual_threshold: float | None = None
     granularity: str = "token"
+    target_granularity: str = "token"  # the columns: target tokens, target sentences, or the complete target
     contrast: str | None = None
     contrast_ids: list[int] | None = None
     model: str = ""
@@ -220,6 +221,7 @@ def _read(top: _Fields) -> dict[str, Any]:
         suppression_factor=top.get("suppression_factor", float),
         conceptual_threshold=top.get("conceptual_threshold", float, None),
         granularity=top.get("granularity", str, "token"),
+        target_granularity=top.get("target_granularity", str, "token"),
         contrast=top.get("contrast", str, None),
         contrast_ids=top.ints("contrast_ids", None),
         model=top.get("model", str, ""),

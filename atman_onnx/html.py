@@ -74,6 +74,10 @@ class Figure:
     boxes: list[Box]
 
 
+NOUNS = {"token": "target token", "sentence": "answer sentence", "complete": "target"}  # what a column is
+TOP_SOURCES = 10  # the ranked list of sources under the heatmap
+
+
 def _show(text: str) -> str:
     """Line breaks and tabs as visible arrows, where they would otherwise not show (titles, buttons)."""
     return text.replace("\n", "\u21b5").replace("\t", "\u21e5")
@@ -249,12 +253,17 @@ def render_html(explanation: Explanation) -> str:
         "relevance": np.asarray(explanation.relevance, dtype=float).tolist(),
         "total": total.tolist(),
         "tokens": list(explanation.target_tokens),
+        "noun": NOUNS[explanation.target_granularity],
+        "sources": [u.text for u in explanation.units if u.segment == "prompt"],
+        "source_index": [i for i, u in enumerate(explanation.units) if u.segment == "prompt"],
+        "top": TOP_SOURCES,
         "pos": POSITIVE,
         "neg": NEGATIVE,
     }
     return render(
         "report.html",
         granularity=explanation.granularity,
+        noun=NOUNS[explanation.target_granularity],
         target=explanation.target,
         target_tokens=[_show(t) for t in explanation.target_tokens],
         settings=_settings(explanation),

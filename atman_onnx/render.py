@@ -34,6 +34,14 @@ def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
     lines = ["", f"{what} (sum over target tokens; max |relevance| {scale:.3f}):"]
     for index, unit, value in explanation.top(top):
         lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
+    if explanation.target_granularity != "token":  # each answer sentence's own sources
+        for column, text in enumerate(explanation.target_tokens):
+            lines += ["", f"sources of {text.strip()!r}:"]
+            order = [
+                i for i in np.argsort(-explanation.relevance[:, column]) if explanation.units[i].segment == "prompt"
+            ]
+            for i in order[:top]:
+                lines.append(f"  {explanation.relevance[i, column]:+.4f}  #{i:<4} {explanation.units[i].text!r}")
     return lines + [f"warning: {warning}" for warning in explanation.warnings]
 
 

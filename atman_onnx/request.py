@@ -18,7 +18,7 @@ from atman_onnx.core.errors import InputError
 from atman_onnx.request_images import decode_images, image_bytes
 from atman_onnx.request_kinds import REQUEST_KINDS, Messages
 from atman_onnx.runtime.factors import DEFAULT_FACTOR
-from atman_onnx.runtime.groups import GRANULARITIES
+from atman_onnx.runtime.groups import GRANULARITIES, TARGET_GRANULARITIES
 from atman_onnx.runtime.plan import SCHEDULES
 from atman_onnx.spec import declared, spec
 
@@ -99,6 +99,13 @@ class ExplainRequest:
     include_template: bool = spec("for chat prompts, explain the template's tokens too", default=False)
     contrast: str | None = spec(
         "explain why the model says target rather than this completion (one column of relevance)", default=None
+    )
+    target_granularity: str = spec(
+        "columns of relevance: one per target token, one per sentence of the target (each answer sentence's "
+        "sources), or one for the complete target; summed log-probs, so no extra passes",
+        default="token",
+        choices=TARGET_GRANULARITIES,
+        label="target granularity",
     )
     max_new_tokens: int = spec("length limit of the generated target when target is null", default=32, ge=1)
     batch_size: int | None = spec(
@@ -206,6 +213,8 @@ def _check_together(r: ExplainRequest) -> None:
         raise InputError("the contrast is empty")
     _check_levels(r.levels)
     _check_documents(r)
+    if r.contrast is not None and r.target_granularity != "token":
+        raise InputError("a contrast has one column of relevance already; leave target_granularity at 'token'")
     if "spans" in r.levels and r.spans is None and not r.delimiter:
         raise InputError("granularity 'spans' needs character spans or a delimiter")
     if "spans" not in r.levels and (r.spans is not None or r.delimiter is not None):

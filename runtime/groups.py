@@ -91,3 +91,22 @@ def token_groups(offsets: list[tuple[int, int]], text: str, char_spans: list[tup
         if members:
             groups.append(Group(lo, hi, tuple(members)))
     return groups
+
+
+TARGET_GRANULARITIES = ("token", "sentence", "complete")
+
+
+def target_columns(text: str, offsets: list[tuple[int, int]], granularity: str) -> list[tuple[int, ...]]:
+    """The target's tokens (by character ``offsets`` into the target ``text``) as columns of relevance: one per
+    token, one per sentence of the target, or one for all of it ("complete"). A token that starts no sentence's
+    visible text (whitespace) joins the sentence before it."""
+    if granularity == "token":
+        return [(t,) for t in range(len(offsets))]
+    if granularity == "complete":
+        return [tuple(range(len(offsets)))]
+    starts = [a for a, _ in text_spans(text, "sentence")] or [0]
+    columns: list[list[int]] = [[] for _ in starts]
+    for t, (start, end) in enumerate(offsets):
+        at = visible_start(text, start, end)
+        columns[max(0, sum(s <= at for s in starts) - 1)].append(t)
+    return [tuple(c) for c in columns if c]

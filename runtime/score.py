@@ -18,3 +18,9 @@ def relevance(base_logprobs: np.ndarray, perturbed_logprobs: np.ndarray) -> np.n
             "export, or a large amplifying factor?)"
         )
     return (base_logprobs[None, :].astype(np.float64) - perturbed_logprobs.astype(np.float64)).astype(np.float32)
+
+
+def by_columns(relevance: np.ndarray, columns: list[tuple[int, ...]]) -> np.ndarray:
+    """[n_units, len(columns)]: relevance summed over each column's target tokens (exact: the log-probs of a
+    sequence add up)."""
+    return np.stack([relevance[:, list(c)].sum(axis=1) for c in columns], axis=1).astype(np.float32)

@@ -18,7 +18,13 @@ from atman_onnx.runtime.search import Level
 V1 = Path(__file__).with_name("data") / "explanation-v1.json"
 V2 = Path(__file__).with_name("data") / "explanation-v2.json"
 V3 = Path(__file__).with_name("data") / "explanation-v3.json"
-NEW = ("format_version", "images", "levels", "warnings")  # written by format 4 where older files lack them
+NEW = (
+    "format_version",
+    "images",
+    "levels",
+    "warnings",
+    "target_granularity",
+)  # written by format 4 where older files lack them
 
 
 def test_version_1_file_loads_with_text_locations():

@@ -140,3 +140,20 @@ def test_a_unit_covering_the_whole_prompt_is_warned_of(tiny_export):
     assert explanation.warnings and "covers the whole prompt" in explanation.warnings[0]
     assert "warning: paragraph 'The dog' covers the whole prompt" in explanation.to_text()
     assert not explainer.explain("The dog met the fox.", " The fox", granularity="word").warnings
+
+
+def test_each_answer_sentence_gets_its_own_sources(tiny_export):
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    target = " Paris is the capital. The dog met the fox."
+    tokens = explainer.explain(PROMPT, target, granularity="sentence")
+    cited = explainer.explain(PROMPT, target, granularity="sentence", target_granularity="sentence")
+    assert cited.target_tokens == [" Paris is the capital.", " The dog met the fox."]
+    assert cited.target_granularity == "sentence" and cited.relevance.shape == (len(tokens.units), 2)
+    np.testing.assert_allclose(cited.relevance.sum(axis=1), tokens.total, atol=1e-5)
+    assert "sources of 'Paris is the capital.':" in cited.to_text()
+    assert "Explain which answer sentences?" in cited.to_html()
+    assert Explanation.from_json(cited.to_json()).target_granularity == "sentence"
+    whole = explainer.explain(PROMPT, target, granularity="sentence", target_granularity="complete")
+    assert whole.target_tokens == [target] and np.allclose(whole.relevance[:, 0], tokens.total, atol=1e-5)
+    with pytest.raises(InputError, match="a contrast has one column of relevance already"):
+        explainer.explain(PROMPT, target, contrast=" Rome", target_granularity="sentence")

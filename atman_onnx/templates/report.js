@@ -19,7 +19,13 @@ function selectTarget(t) {  // t: a target token index, or -1 for all target tok
   document.getElementById("lo").textContent = fmt(-scale);
   document.getElementById("hi").textContent = fmt(scale);
   document.getElementById("for").textContent =
-    current < 0 ? "all target tokens (sum)" : "target token \u201c" + show(DATA.tokens[current]) + "\u201d";
+    current < 0 ? "all of the target (sum)" : DATA.noun + " \u201c" + show(DATA.tokens[current]) + "\u201d";
+  const ranked = DATA.sources.map((text, k) => [vals[DATA.source_index[k]], text]).sort((a, b) => b[0] - a[0]);
+  document.getElementById("sources").replaceChildren(...ranked.slice(0, DATA.top).map(([v, text]) => {
+    const li = document.createElement("li");
+    li.textContent = fmt(v) + "  " + show(text);
+    return li;
+  }));
   document.querySelectorAll(".selector button").forEach(b => b.classList.toggle("active", +b.dataset.t === current));
 }
 function inspect(el) {
@@ -37,3 +43,4 @@ document.querySelectorAll(".heatmap, .images").forEach(area => {
 document.querySelector(".selector").addEventListener("click", e => {
   const b = e.target.closest("button"); if (b) selectTarget(b.dataset.t);
 });
+selectTarget(-1);
