@@ -250,7 +250,9 @@ class Explainer:
         scorer = Scorer(bases, request, self.executor, on_progress, stop)  # one unperturbed pass per completion
         rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level)
         named = list(zip(request.levels, levels))
-        searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level)
+        searched = search(
+            encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level if len(levels) > 1 else None
+        )
         plans = scorer.plans
         target_tokens = self.codec.token_texts(completions[0])
         if contrast_ids is not None:

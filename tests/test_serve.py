@@ -223,6 +223,18 @@ def test_explain_stream(client, tiny):
     np.testing.assert_allclose(result["relevance"], direct["relevance"], atol=1e-5)
 
 
+def test_a_search_streams_each_level_before_the_result(client, tiny):
+    prompt = "The dog met the fox. The fox sleeps.\n\nThe capital of France is Paris.\n\nThe dog sleeps in the"
+    body = {"model": tiny.name, "prompt": prompt, "target": TARGET, "granularity": ["paragraph", "sentence"]}
+    with client.stream("POST", "/v1/explain", json=body, headers=SSE) as reply:
+        got = events(reply.iter_lines())
+    levels = [data for name, data in got if name == "level"]
+    name, result = got[-1]
+    assert name == "result" and [lv["granularity"] for lv in levels] == ["paragraph", "sentence"]
+    assert [{k: v for k, v in lv.items() if k != "request_id"} for lv in levels] == result["levels"]
+    assert result["units"] == levels[-1]["units"] and result["format_version"] == 4
+
+
 def test_request_ids_in_headers_bodies_events_and_the_log(server, client, tiny):
     body = {"model": tiny.name, "prompt": PROMPT, "target": TARGET}
     given = {"x-request-id": "client-id.42"}
