@@ -32,7 +32,7 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "target_tokens": (
         {"type": "array", "items": {"type": "string"}},
-        "the text of each target token (with contrast: one entry, the comparison)",
+        "the text of each column: each target token (or target sentence; with contrast: one entry, the comparison)",
     ),
     "units": (
         {"type": "array", "items": {"type": "object"}},
@@ -52,7 +52,8 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
     "mode": ({"type": "string"}, "log_additive or multiplicative (fixed at export)"),
     "suppression_factor": ({"type": "number"}, "the suppression factor used"),
     "conceptual_threshold": ({"type": ["number", "null"]}, "the conceptual threshold used (null: off)"),
-    "granularity": ({"type": "string"}, "the unit of suppression"),
+    "granularity": ({"type": "string"}, "the unit of suppression (of a search over levels: its finest level)"),
+    "target_granularity": ({"type": "string"}, "what a column of relevance is: token, sentence or complete"),
     "contrast": ({"type": ["string", "null"]}, "the contrastive alternative (null: none)"),
     "contrast_ids": ({"type": ["array", "null"], "items": {"type": "integer"}}, "its token ids (null: none)"),
     "model": ({"type": "string"}, "where the model came from (the manifest's source)"),
@@ -68,6 +69,14 @@ EXPLANATION_FIELDS: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}},
         ("the prompt's images (base64 of their files; empty for text): units with an image location lie on them"),
     ),
+    "levels": (
+        {"type": "array", "items": {"type": "object"}},
+        (
+            "every level scored, coarse to fine, each {granularity, units, relevance} shaped as the top-level "
+            "fields (one for a flat explanation); also streamed as SSE level events"
+        ),
+    ),
+    "warnings": ({"type": "array", "items": {"type": "string"}}, "what the scores cannot tell, one line each"),
     "request_id": ({"type": "string"}, "this request's id (also in the X-Request-ID header)"),
 }
 
