@@ -28,6 +28,7 @@ FULL = {
     "documents": None,
     "include_template": True,
     "contrast": " at home",
+    "target_granularity": "token",
     "max_new_tokens": 7,
     "batch_size": 3,
     "chunk_size": 64,
