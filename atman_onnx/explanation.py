@@ -59,12 +59,15 @@ class Explanation:
         """Relevance of each unit for the whole target: the sum over target tokens."""
         return self.relevance.sum(axis=1)
 
-    def top(self, k: int = 10, segment: str | None = "prompt") -> list[tuple[int, Unit, float]]:
-        """The ``k`` most relevant units (index, unit, total relevance), most relevant first."""
-        total = self.total
+    def top(
+        self, k: int = 10, segment: str | None = "prompt", column: int | None = None
+    ) -> list[tuple[int, Unit, float]]:
+        """The ``k`` most relevant units (index, unit, relevance), most relevant first: by total relevance, or by
+        one ``column`` (a target token, or an answer sentence's sources)."""
+        score = self.total if column is None else self.relevance[:, column]
         picks = [i for i, unit in enumerate(self.units) if segment is None or unit.segment == segment]
-        picks.sort(key=lambda i: -total[i])
-        return [(i, self.units[i], float(total[i])) for i in picks[:k]]
+        picks.sort(key=lambda i: -score[i])
+        return [(i, self.units[i], float(score[i])) for i in picks[:k]]
 
     @property
     def scored_levels(self) -> tuple[Level, ...]:

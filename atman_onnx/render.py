@@ -37,11 +37,8 @@ def _footer(explanation: Explanation, scale: float, top: int) -> list[str]:
     if explanation.target_granularity != "token":  # each answer sentence's own sources
         for column, text in enumerate(explanation.target_tokens):
             lines += ["", f"sources of {text.strip()!r}:"]
-            order = [
-                i for i in np.argsort(-explanation.relevance[:, column]) if explanation.units[i].segment == "prompt"
-            ]
-            for i in order[:top]:
-                lines.append(f"  {explanation.relevance[i, column]:+.4f}  #{i:<4} {explanation.units[i].text!r}")
+            for index, unit, value in explanation.top(top, column=column):
+                lines.append(f"  {value:+.4f}  #{index:<4} {unit.text!r}")
     return lines + [f"warning: {warning}" for warning in explanation.warnings]
 
 

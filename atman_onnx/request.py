@@ -212,7 +212,7 @@ def _check_together(r: ExplainRequest) -> None:
     if r.contrast is not None and not r.contrast:
         raise InputError("the contrast is empty")
     _check_levels(r.levels)
-    _check_documents(r)
+    _check_documents(r, texts)
     if r.contrast is not None and r.target_granularity != "token":
         raise InputError("a contrast has one column of relevance already; leave target_granularity at 'token'")
     if "spans" in r.levels and r.spans is None and not r.delimiter:
@@ -221,8 +221,9 @@ def _check_together(r: ExplainRequest) -> None:
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")
 
 
-def _check_documents(r: ExplainRequest) -> None:
-    """Documents that are there, not empty, and not in the prompt already; granularity 'document' needs them."""
+def _check_documents(r: ExplainRequest, texts: list[str]) -> None:
+    """Documents that are there, not empty, and not in the prompt's ``texts`` already; granularity 'document'
+    needs them."""
     documents = r.document_texts
     if documents is None:
         if "document" in r.levels:
@@ -230,7 +231,6 @@ def _check_documents(r: ExplainRequest) -> None:
         return
     if not documents:
         raise InputError("field 'documents': the list is empty")
-    texts = [r.prompt] if isinstance(r.prompt, str) else [m["content"] for m in r.prompt]
     for i, (_, text) in enumerate(documents, 1):
         if not text.strip():
             raise InputError(f"field 'documents': document {i} is empty")

@@ -93,9 +93,8 @@ _GRANULARITY = {
         {"type": "array", "items": {"type": "string", "enum": list(GRANULARITIES)}, "minItems": 1},
     ]
 }
-REQUEST_KINDS: dict[
-    Any, Kind
-] = {  # the request's own types; str, bool, int, float and their unions with None come from atman_onnx.spec
+# the request's own types; str, bool, int, float and their unions with None come from atman_onnx.spec
+REQUEST_KINDS: dict[Any, Kind] = {
     Messages: Kind("a list of chat messages {role, content} with string values", _is_messages, _MESSAGES),
     tuple[tuple[int, int], ...]: Kind(
         "a list of [start, end] integer pairs", _is_spans, _SPANS, _span, "START:END", many=True

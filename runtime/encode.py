@@ -31,9 +31,7 @@ def encode_prompt(codec: TextCodec, prompt: Prompt, documents: Sequence[Document
     else in the default layout (``document_layout``) before the prompt or the last message's content."""
     if documents is None:
         return _encode(codec, prompt, None)
-    takes = not isinstance(prompt, str) and "documents" in (codec.chat_template or "")
-    if takes:
-        assert not isinstance(prompt, str)  # for the type checker: chat messages
+    if not isinstance(prompt, str) and "documents" in (codec.chat_template or ""):  # the template takes them
         text = codec.render_chat(prompt, documents=[{"title": t, "text": x} for t, x in documents])
         encoded = _encode(codec, prompt, text)
     else:
@@ -62,11 +60,8 @@ def with_layout(prompt: Prompt, documents: Sequence[Document]) -> Prompt:
     layout = document_layout(documents)
     if isinstance(prompt, str):
         return f"{layout}\n\n{prompt}"
-    last = (
-        max(i for i, m in enumerate(prompt) if m.get("role") == "user")
-        if any(m.get("role") == "user" for m in prompt)
-        else len(prompt) - 1
-    )
+    users = [i for i, m in enumerate(prompt) if m.get("role") == "user"]
+    last = users[-1] if users else len(prompt) - 1
     return [{**m, "content": f"{layout}\n\n{m['content']}"} if i == last else m for i, m in enumerate(prompt)]
 
 

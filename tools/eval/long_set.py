@@ -61,8 +61,8 @@ def build(rng: random.Random, n: int) -> dict | None:
             at = prompt.index(sentence, cursor)
             spans.append([at, at + len(sentence)])
             cursor = at + len(sentence)
-    evidence = sum(len(d["sentences"]) for d in docs[:gold]) + item["evidence"]
-    firsts = [sum(len(d["sentences"]) for d in docs[:k]) for k in range(n)]
+    firsts = [sum(len(d["sentences"]) for d in docs[:k]) for k in range(n)]  # each document's first sentence
+    evidence = firsts[gold] + item["evidence"]
     lasts = [f + len(d["sentences"]) - 1 for f, d in zip(firsts, docs)]
     return {
         "documents": n,
