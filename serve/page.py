@@ -9,7 +9,7 @@ from atman_onnx.templating import render
 
 
 def page(models: list[str], needs_key: bool) -> str:
-    """The page for these model names; with ``needs_key`` it asks for the API key too. Spans are not offered:
-    the page has no field for them."""
-    granularities = [g for g in GRANULARITIES if g != "spans"]
+    """The page for these model names; with ``needs_key`` it asks for the API key too. Spans and documents
+    are not offered: the page has no field for them."""
+    granularities = [g for g in GRANULARITIES if g not in ("spans", "document")]
     return render("page.html", models=models, granularities=granularities, needs_key=needs_key)

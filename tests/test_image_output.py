@@ -288,7 +288,7 @@ def test_chromium_shows_box_scores_and_recolours_them(report):
         i = int(box["data-index"])
         unit = explanation.units[i]
         assert body[f"data-{key}"] == (
-            f"#{i} \u201c{unit.text}\u201d (image): relevance {total[i]:+.4f} for all target tokens (sum)"
+            f"#{i} \u201c{unit.text}\u201d (image): relevance {total[i]:+.4f} for all of the target (sum)"
         )
         assert box["title"] == f"{unit.text} \u00b7 {first[i]:+.4f}"  # the probe ends on target token 0
     assert "picked" in boxes[-1]["class"]

@@ -294,7 +294,7 @@ def test_health_ready_docs_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "<textarea" in page.text and "v1/explain" in page.text
     offered = re.findall(r"<option>([a-z]+)</option>", page.text.split('id="granularity"')[1].split("</select>")[0])
-    assert offered == ["token", "word", "sentence", "paragraph"]  # not spans: the page has no field for them
+    assert offered == ["token", "word", "sentence", "paragraph"]  # no spans, no documents: no field for them
 
 
 def test_openapi_describes_every_field(client, tiny):
