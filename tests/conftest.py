@@ -112,9 +112,9 @@ def tiny_config(arch: str, vocab_size: int):
     return config
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer(tmp_path_factory):
-    """A byte-level BPE tokenizer trained on a few sentences, as a transformers fast tokenizer."""
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained on a few sentences, as a transformers fast tokenizer (also the
+    conformance kit's: tools/conformance.py)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -128,6 +128,12 @@ def tiny_tokenizer(tmp_path_factory):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The tiny tokenizer, trained once per session."""
+    return build_tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")

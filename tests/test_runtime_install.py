@@ -4,7 +4,8 @@ Builds a fresh virtualenv in a temporary folder, installs the package from a cop
 wheel needs, so no build files land in the working tree; pip's cache is used as usual), checks that none of the
 export-time packages came along, that ONNX Runtime is the CPU build (``onnxruntime``, not ``onnxruntime-gpu``: that
 is the ``gpu`` extra), runs that environment's ``atman-onnx explain`` on a tiny exported model (which says nothing
-about providers: the CPU build has no choice of one), and reads its ``atman-onnx info --json``.
+about providers: the CPU build has no choice of one), reads its ``atman-onnx info --json``, and runs the runtime's
+torch-free tests there (the conformance kit, from its committed folders).
 Needs network access to the package index (or a warm pip cache); about a minute (55 s measured, 2.5 minutes on a
 heavily loaded machine), most of it installing onnxruntime, so it is not marked slow.
 """
@@ -47,8 +48,8 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-def test_base_install_explains_without_torch(tiny_export, tmp_path):
-    folder = tiny_export("llama", "log_additive")
+def test_base_install_explains_without_torch(tmp_path):
+    folder = ROOT / "conformance" / "models" / "llama-log_additive"
     source = package_source(tmp_path / "src")
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv])
@@ -81,3 +82,9 @@ def test_base_install_explains_without_torch(tiny_export, tmp_path):
     assert {"name": "CPUExecutionProvider", "loads": True} in info["providers"]
     assert not any(p["name"] == "CUDAExecutionProvider" for p in info["providers"])
     assert not info["extras"]["export"]["installed"] and not info["extras"]["gpu"]["installed"]
+
+    run([python, "-m", "pip", "install", "--no-compile", "pytest"], timeout=300)
+    tests = run(
+        [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider", ROOT / "tests" / "test_conformance.py"], cwd=tmp_path
+    )
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
