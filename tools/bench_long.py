@@ -73,7 +73,9 @@ def rag_worker(folder: str, engine: str, documents: int, granularity: str, provi
 
 
 def build_case(explainer, length: int, target_tokens: int, units: int) -> tuple[str, str, list[list[int]]]:
-    """A prompt of ``length`` tokens, a target of ``target_tokens`` tokens, and ``units`` equal character spans."""
+    """A prompt of ``length`` tokens (fewer where the target would not fit in the model's positions), a target of
+    ``target_tokens`` tokens, and ``units`` equal character spans."""
+    length = min(length, explainer.manifest.max_positions - target_tokens)
     ids = explainer.codec.encode(TEXT * (1 + length // 60), add_special_tokens=False).ids[:length]
     target = explainer.codec.encode(TARGET, add_special_tokens=False).ids[:target_tokens]
     prompt = explainer.codec.decode(ids)
@@ -108,7 +110,8 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     m = explainer.manifest
-    n_fed = length + target_tokens - 1
+    n_prompt = len(explainer.codec.encode(prompt, add_special_tokens=False).ids)
+    n_fed = n_prompt + target_tokens - 1
     if engine == "plain":  # one row fed whole, nothing shared
         estimate = row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
     else:
@@ -118,10 +121,9 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
     return {
         "engine": engine,
         "length": length,
+        "prompt_tokens": n_prompt,
         "loaded_rss_mb": loaded_mb,
-        "estimate_mb": row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
-        if engine == "plain"
-        else estimate,
+        "estimate_mb": estimate,
         "measured_mb": above,
         "batch_size": batch,
         "chunk_size": chunk,
@@ -191,8 +193,8 @@ def main() -> None:
             r["rss_vs_plain"] = r["peak_rss_mb"] / plain["peak_rss_mb"]
             rows.append(r)
             print(
-                f"{length:>6} {engine:>6} {r['batch_size']:>5} {r['chunk_size'] or '-':>5} {r['median_s']:>9.2f} "
-                f"{r['peak_rss_mb']:>11.0f} {r['rss_vs_plain']:>12.2f} {r['positions']:>10} "
+                f"{r['prompt_tokens']:>6} {engine:>6} {r['batch_size']:>5} {r['chunk_size'] or '-':>5} "
+                f"{r['median_s']:>9.2f} {r['peak_rss_mb']:>11.0f} {r['rss_vs_plain']:>12.2f} {r['positions']:>10} "
                 f"{r['positions_per_s']:>11.0f} {r['measured_mb']:>13.0f} {r['estimate_mb']:>11.0f}",
                 flush=True,
             )
