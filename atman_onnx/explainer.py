@@ -248,19 +248,22 @@ class Explainer:
             )
         bases = [self._base(self._fed(fed_prompt, ids[:-1]), ids, request, stop) for ids in completions]
         scorer = Scorer(bases, request, self.executor, on_progress, stop)  # one unperturbed pass per completion
-        rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level)
+        target_tokens = self.codec.token_texts(completions[0])
+        columns = None  # groups of target tokens, one per column (token columns: None)
+        if contrast_ids is None and request.target_granularity != "token":  # a column sums its tokens' log-probs
+            ends = np.cumsum([len(t) for t in target_tokens])
+            offsets = [(int(e) - len(t), int(e)) for t, e in zip(target_tokens, ends)]
+            columns = target_columns("".join(target_tokens), offsets, request.target_granularity)
+        follow = tuple(columns) if columns is not None and request.target_granularity == "sentence" else None
+        rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level, follow)
         named = list(zip(request.levels, levels))
         searched = search(
             encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level if len(levels) > 1 else None
         )
         plans = scorer.plans
-        target_tokens = self.codec.token_texts(completions[0])
         if contrast_ids is not None:
             target_tokens = [f"{target} (vs {request.contrast})"]
-        elif request.target_granularity != "token":  # each column sums the log-probs of its tokens
-            ends = np.cumsum([len(t) for t in target_tokens])
-            offsets = [(int(e) - len(t), int(e)) for t, e in zip(target_tokens, ends)]
-            columns = target_columns("".join(target_tokens), offsets, request.target_granularity)
+        elif columns is not None:
             target_tokens = ["".join(target_tokens[t] for t in column) for column in columns]
             searched = [dataclasses.replace(lv, relevance=by_columns(lv.relevance, columns)) for lv in searched]
         finest = searched[-1]

@@ -62,7 +62,8 @@ class ExplainRequest:
         default="token",
     )
     refine_top_k: int = spec(
-        "with levels: refine the k most relevant units of each level (of positive relevance)",
+        "with levels: refine the k most relevant units of each level (of positive relevance); with "
+        "target_granularity sentence, the k of each answer sentence",
         default=DEFAULT_TOP_K,
         ge=1,
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.score import by_columns
 from atman_onnx.runtime.units import Unit
 
 GROUP = "group"
@@ -27,13 +28,20 @@ GROUP = "group"
 class Rule:
     """Which units of a level are refined: the ``top_k`` most relevant (by relevance summed over the target), fewer
     when the first of them already hold ``mass`` of the level's positive relevance; only units of positive
-    relevance. ``max_passes`` caps the passes of the whole search; ``groups`` ("auto" or "off") allows the group
-    level."""
+    relevance. With ``columns`` (groups of target tokens: the answer's sentences) the rule picks each column's own
+    units, and refines them all. ``max_passes`` caps the passes of the whole search; ``groups`` ("auto" or "off")
+    allows the group level."""
 
     top_k: int
     mass: float | None = None
     max_passes: int | None = None
     groups: str = "auto"
+    columns: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def most(self) -> int:
+        """The most units of a level that this rule refines."""
+        return self.top_k * (len(self.columns) if self.columns else 1)
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,18 @@ def make_groups(units: Sequence[Unit], size: int, prompt: str) -> tuple[Unit, ..
 
 
 def selected(relevance: np.ndarray, rule: Rule) -> list[int]:
-    """The units of one level that ``rule`` refines, most relevant first."""
-    total = relevance.sum(axis=1)
+    """The units of one level that ``rule`` refines, most relevant first; with ``columns``, each column's picks,
+    taken in turns (every column's best, then every column's second, ...), each unit once."""
+    if rule.columns is None or len(rule.columns) == 1:
+        return _selected(relevance.sum(axis=1), rule)
+    summed = by_columns(relevance, list(rule.columns))
+    picks = [_selected(summed[:, c], rule) for c in range(summed.shape[1])]
+    turns = [pick[r] for r in range(rule.top_k) for pick in picks if r < len(pick)]
+    return list(dict.fromkeys(turns))
+
+
+def _selected(total: np.ndarray, rule: Rule) -> list[int]:
+    """The units that ``rule`` refines by one score per unit, most relevant first."""
     order = [int(i) for i in np.argsort(-total, kind="stable") if total[i] > 0][: rule.top_k]
     if rule.mass is None:
         return order
@@ -111,7 +129,7 @@ def expected_units(
     number of sub-units, within the passes left."""
     expected, parents = 0, n_now
     for (_, coarse), (_, fine) in zip(chain[depth:], chain[depth + 1 :]):
-        parents = round(min(rule.top_k, parents) * len(fine) / max(1, len(coarse)))
+        parents = round(min(rule.most, parents) * len(fine) / max(1, len(coarse)))
         expected += parents
     return expected if left is None else min(expected, max(0, left))
 
@@ -132,7 +150,7 @@ def search(
     its later levels are expected to score (for progress); ``on_level`` gets each level once scored."""
     names = [name for name, _ in levels]
     chain = list(levels)
-    size = group_size(len(chain[0][1]), rule.top_k) if rule.groups == "auto" and len(chain) > 1 else None
+    size = group_size(len(chain[0][1]), rule.most) if rule.groups == "auto" and len(chain) > 1 else None
     if size is not None:
         chain.insert(0, (GROUP, make_groups(chain[0][1], size, prompt)))
         names.insert(0, GROUP)

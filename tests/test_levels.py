@@ -11,7 +11,7 @@ import pytest
 from atman_onnx import Explainer, Explanation
 from atman_onnx.cli import main
 from atman_onnx.core.errors import InputError
-from atman_onnx.runtime.search import GROUP, Rule, group_size, nest, search
+from atman_onnx.runtime.search import GROUP, Rule, group_size, nest, search, selected
 from atman_onnx.runtime.units import Unit
 
 PROMPT = (
@@ -63,6 +63,23 @@ def test_search_refines_only_the_selected_units_and_counts_passes():
     assert [(u.start, u.end) for u in capped[1].units] == [(10, 15), (15, 20)]  # 1 + 3 + 2: the best parent's first
     with pytest.raises(InputError, match=r"max_passes 3 is below the 4 passes the first level \(paragraph\) needs"):
         search("x" * 30, [("paragraph", parents), ("sentence", children)], Rule(2, max_passes=3), _scorer(values, []))
+
+
+def test_answer_sentence_columns_each_refine_their_own_sources():
+    parents = _units([(0, 10), (10, 20), (20, 30)])
+    children = _units([(0, 5), (5, 10), (10, 15), (15, 20), (20, 25), (25, 30)])
+    by_token = {(0, 10): [3.0, 0.0, 0.0], (10, 20): [0.0, 1.0, 1.0], (20, 30): [0.0, 0.0, 0.5]}
+
+    def score(units):
+        return np.array([by_token.get((u.start, u.end), [0.0, 0.0, 0.0]) for u in units], dtype=np.float32)
+
+    chain = [("paragraph", parents), ("sentence", children)]
+    by_total = search("x" * 30, chain, Rule(1), score)  # the largest total only: (0, 10)
+    assert [(u.start, u.end) for u in by_total[1].units] == [(0, 5), (5, 10)]
+    columns = ((0,), (1, 2))  # two answer sentences: token 0, then tokens 1 and 2
+    followed = search("x" * 30, chain, Rule(1, columns=columns), score)  # each sentence's best paragraph
+    assert [(u.start, u.end) for u in followed[1].units] == [(0, 5), (5, 10), (10, 15), (15, 20)]
+    assert selected(score(parents), Rule(2, columns=columns)) == [0, 1, 2]  # in turns, each unit once
 
 
 def test_a_group_level_goes_first_when_it_saves_passes():
@@ -157,3 +174,12 @@ def test_each_answer_sentence_gets_its_own_sources(tiny_export):
     assert whole.target_tokens == [target] and np.allclose(whole.relevance[:, 0], tokens.total, atol=1e-5)
     with pytest.raises(InputError, match="a contrast has one column of relevance already"):
         explainer.explain(PROMPT, target, contrast=" Rome", target_granularity="sentence")
+    chain = explainer.explain(
+        PROMPT, target, granularity="paragraph,sentence", refine_top_k=1, target_granularity="sentence"
+    )
+    best = {int(np.argmax(chain.levels[0].relevance[:, c])) for c in range(2)}  # each answer sentence's paragraph
+    parents = [p for p in chain.levels[0].units if any(set(u.positions) <= set(p.positions) for u in chain.units)]
+    assert {chain.levels[0].units.index(p) for p in parents} == best and len(best) == 2
+    flat = {(u.start, u.end): row for u, row in zip(cited.units, cited.relevance)}
+    for unit, row in zip(chain.units, chain.relevance):  # exact: as the flat sentence level scores them
+        np.testing.assert_allclose(row, flat[unit.start, unit.end], atol=1e-5)
