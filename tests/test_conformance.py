@@ -26,14 +26,16 @@ def explainer(folder: str) -> Explainer:
 def test_the_kit_covers_both_modes_and_every_setting():
     names = {path.stem for path in CASES}
     assert {f"{mode}-{case}" for mode in ("log_additive", "multiplicative") for case in ("token", "chat")} <= names
-    requests = [json.loads(path.read_text())["request"] for path in CASES]
-    assert {r.get("granularity", "token") for r in requests} == {"token", "word", "sentence"}
+    requests = [json.loads(path.read_text(encoding="utf-8"))["request"] for path in CASES]
+    assert {r.get("granularity", "token") for r in requests} == {"token", "word", "sentence", "paragraph"}
+    assert {r.get("target_granularity", "token") for r in requests} == {"token", "sentence", "complete"}
     assert any(r.get("conceptual") for r in requests) and any(r.get("contrast") for r in requests)
+    assert any(r.get("target") is None for r in requests) and any(r.get("schedule") == "naive" for r in requests)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[path.stem for path in CASES])
 def test_runtime_gives_the_kit_explanation(path):
-    case = json.loads(path.read_text())
+    case = json.loads(path.read_text(encoding="utf-8"))
     want = case["explanation"]
     got = json.loads(explainer(case["model"]).run(ExplainRequest.from_dict(case["request"])).to_json())
     for field in want:

@@ -62,6 +62,26 @@ CASES = {
         "target": "Paris is the capital of France.",
         "granularity": "word",
     },
+    "generated": {"prompt": "The quick brown fox", "max_new_tokens": 6, "granularity": "word"},
+    "generated-chat": {"prompt": [{"role": "user", "content": "Name a colour."}], "max_new_tokens": 5},
+    "target-sentences": {
+        "prompt": "Paris is the capital of France. Rome is",
+        "target": " the capital of Italy. It is old.",
+        "granularity": "word",
+        "target_granularity": "sentence",
+    },
+    "target-complete": {
+        "prompt": "Alice met Bob in the garden, and Bob gave Alice",
+        "target": " a red apple.",
+        "conceptual": 0.6,
+        "target_granularity": "complete",
+    },
+    "naive": {"prompt": "The dog sleeps in the sun. The dog", "target": " sleeps.", "schedule": "naive", "factor": 0.5},
+    "unicode-paragraph": {
+        "prompt": "Héllo wörld — naïve café 😀!\n\nThe cat sat on the mat.\n\nZürich",
+        "target": " is in Switzerland.",
+        "granularity": "paragraph",
+    },
 }
 
 
@@ -81,9 +101,12 @@ def reference_check(model, mode: str, explanation: Explanation, request: dict) -
         return reference_relevance(model, mode, list(explanation.prompt_ids), target_ids, groups=groups, **settings)
 
     want = reference(list(explanation.target_ids))
+    got = np.asarray(explanation.relevance, float)
     if request.get("contrast"):
         want = want.sum(1, keepdims=True) - reference(list(explanation.contrast_ids or ())).sum(1, keepdims=True)
-    return float(np.abs(np.asarray(explanation.relevance, float) - want).max())
+    elif explanation.target_granularity != "token":  # columns of target sentences: their sums must agree
+        got, want = got.sum(1), want.sum(1)
+    return float(np.abs(got - want).max())
 
 
 def main() -> None:
@@ -115,7 +138,8 @@ def main() -> None:
                     assert worst <= TOLERANCE, f"{mode} {name}: the graph differs from the reference by {worst:.2e}"
                     case = {"model": f"models/llama-{mode}", "tolerance": TOLERANCE, "request": request}
                     path = args.out / "cases" / f"{mode}-{name}.json"
-                    path.write_text(json.dumps({**case, "explanation": expected(explanation)}, indent=1) + "\n")
+                    text = json.dumps({**case, "explanation": expected(explanation)}, ensure_ascii=False, indent=1)
+                    path.write_text(text + "\n", encoding="utf-8")
                     print(f"{path.relative_to(args.out)}: {len(explanation.units)} units, reference within {worst:.1e}")
     finally:
         shutil.rmtree(source, ignore_errors=True)

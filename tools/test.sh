@@ -11,6 +11,9 @@ fi
 .venv/bin/ruff check --quiet .
 .venv/bin/ruff format --check --quiet .
 .venv/bin/mypy
+# The JavaScript package (js/, Node 20): installed from the npm registry by its lock file, built (tsc) and tested
+# (the conformance kit among them); pytest's browser test of its demo page uses this build.
+(cd js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 .venv/bin/python -m pytest "$@"
 # The docs site (mkdocs.yml, docs/): every page builds, and any warning (a broken link, an API page whose object is
 # not found) fails. Built into site/ (gitignored).

@@ -1,0 +1,46 @@
+/** Which rows go into which graph call (runtime/plan.py, on CPU).
+ *
+ * - ``prefix`` (default): suppressing position i changes nothing before i, so a batch whose earliest changed
+ *   position is i feeds only positions >= i, on the unperturbed pass's cached keys and values of the positions
+ *   before. Rows are sorted by that position; a row joins a batch while its own start lies within ``WASTE`` of the
+ *   batch's suffix, and only labels at positions >= i are scored (the rest keep their unperturbed log-probs).
+ * - ``naive``: every row feeds all positions. */
+
+export const SCHEDULES = ["prefix", "naive"] as const;
+export type Schedule = (typeof SCHEDULES)[number];
+/** prefix schedule: a batch may recompute at most this share of its suffix for its later rows */
+export const WASTE = 0.05;
+
+export interface Batch {
+  /** which rows of the factors */
+  rows: number[];
+  /** the first fed position: positions before it come from the cache */
+  start: number;
+}
+
+/** For each of ``rows`` rows of ``factors`` ([rows x nFed], row-major), the earliest position whose factor is not
+ * 1 (``nFed`` when none is). */
+export function firstChanged(factors: Float32Array, nFed: number): number[] {
+  return Array.from({ length: factors.length / nFed }, (_, row) => {
+    for (let p = 0; p < nFed; p++) if (factors[row * nFed + p] !== 1) return p;
+    return nFed;
+  });
+}
+
+/** The rows and first fed position of each graph call. */
+export function planBatches(starts: number[], batchSize: number, schedule: Schedule, nFed: number): Batch[] {
+  const order = starts.map((_, i) => i).sort((a, b) => starts[a] - starts[b] || a - b);
+  const batches: Batch[] = [];
+  if (schedule === "naive") {
+    for (let k = 0; k < order.length; k += batchSize) batches.push({ rows: order.slice(k, k + batchSize), start: 0 });
+    return batches;
+  }
+  for (let k = 0; k < order.length; ) {
+    const first = starts[order[k]];
+    let end = k + 1;
+    while (end < order.length && end - k < batchSize && starts[order[end]] - first <= WASTE * (nFed - first)) end++;
+    batches.push({ rows: order.slice(k, end), start: first });
+    k = end;
+  }
+  return batches;
+}

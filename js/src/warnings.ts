@@ -1,0 +1,34 @@
+/** What an explanation's scores cannot tell, one line each (runtime/search.py ``cover_warnings``). */
+
+import { CodeText } from "./chars.js";
+import type { Unit } from "./units.js";
+
+/** Python's ``repr`` of a string, for messages that quote text as Python's do. */
+function pyRepr(text: string): string {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const escaped = Array.from(text, (c) => {
+    if (c === "\\" || c === quote) return `\\${c}`;
+    const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+    if (named[c]) return named[c];
+    const code = c.codePointAt(0) as number;
+    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, "0")}` : c;
+  });
+  return `${quote}${escaped.join("")}${quote}`;
+}
+
+/** One line per unit that covers every prompt position (runtime/search.py ``cover_warnings``): under log-additive
+ * suppression its score for the first target token is zero by construction. */
+export function coverWarnings(granularity: string, units: Unit[], nPrompt: number, mode: string): string[] {
+  if (mode !== "log_additive") return [];
+  return units
+    .filter((unit) => {
+      const mine = new Set(unit.positions);
+      return Array.from({ length: nPrompt }, (_, p) => p).every((p) => mine.has(p));
+    })
+    .map(
+      (unit) =>
+        `${granularity} ${pyRepr(new CodeText(unit.text).slice(0, 40))} covers the whole prompt, so suppressing it ` +
+        "cannot change the first target token (softmax ignores a shift of all its inputs): its score says nothing " +
+        "about it",
+    );
+}
