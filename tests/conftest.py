@@ -318,3 +318,28 @@ def cluster():
     connect("local", num_cpus=2)
     yield
     ray.shutdown()
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser downloads are never used
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """The system Chromium, headless, driven by Playwright; skipped without it. One per test file, not per session:
+    the sync API marks its asyncio loop as running in this thread while it lives, which breaks ``asyncio.run``."""
+    if not CHROMIUM.exists():
+        pytest.skip("headless Chromium not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page, in a context of its own, for one test."""
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()

@@ -1,32 +1,20 @@
-"""The HTML report: self-contained, every unit shown, and coloured by relevance in a real (headless) Chromium."""
+"""The HTML report: self-contained, every unit shown, and in a real (headless) Chromium driven by Playwright:
+coloured by relevance, a unit's score on hover or tap, and recoloured for one target token."""
 
 from __future__ import annotations
 
 import html
 import re
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import Page, expect
 
 from atman_onnx import Explanation, Token, Unit
+from atman_onnx.palette import css
 
-CHROMIUM = Path("/usr/bin/chromium")
 PROMPT = "<b>Paris</b> & Rome:\n  capitals"
 TARGET = " of France"
-
-# Appended to a copy of the page: writes each unit's computed background into data-computed (for "all"), then
-# selects target token 0 and writes those into data-computed0; --dump-dom then serialises the DOM.
-PROBE = """<script>
-window.addEventListener("load", () => {
-  const units = document.querySelectorAll(".unit");
-  units.forEach(el => el.dataset.computed = getComputedStyle(el).backgroundColor);
-  selectTarget(0);
-  units.forEach(el => el.dataset.computed0 = getComputedStyle(el).backgroundColor);
-  document.body.dataset.probed = "yes";
-});
-</script>"""
 
 
 def make_explanation() -> Explanation:
@@ -87,53 +75,54 @@ def test_self_contained_and_escaped():
         assert setting in page
 
 
-def render_in_chromium(page: str, tmp_path: Path) -> str:
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
-    path = tmp_path / "report.html"
-    path.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=2000",
-        "--dump-dom",
-        path.as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert 'data-probed="yes"' in done.stdout, "the probe script did not run:\n" + done.stderr[-2000:]
-    return done.stdout
+def scaled(values: np.ndarray) -> np.ndarray:
+    """Relevance as the report scales it for its colours: by the largest magnitude."""
+    values = values.astype(float)
+    return values / np.abs(values).max()
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> tuple[Explanation, dict[int, dict[str, str]]]:
+@pytest.fixture
+def report(page: Page) -> Page:
+    """The report of ``make_explanation`` open in headless Chromium."""
+    page.set_content(make_explanation().to_html())
+    return page
+
+
+def test_chromium_shows_units_coloured_by_relevance(report):
     explanation = make_explanation()
-    return explanation, units_in(render_in_chromium(explanation.to_html(), tmp_path_factory.mktemp("chromium")))
+    units = report.locator(".unit")
+    assert units.all_text_contents() == [u.text for u in explanation.units]
+    total = scaled(explanation.total)
+    for i, value in enumerate(total):
+        expect(units.nth(i)).to_have_css("background-color", css(value))
+    expect(units.nth(int(total.argmax()))).to_have_css("background-color", "rgb(214, 39, 40)")  # the full red
+    expect(units.nth(0)).to_have_css("background-color", "rgb(255, 255, 255)")  # zero relevance is white
 
 
-def test_chromium_shows_units_coloured_by_relevance(rendered):
-    explanation, units = rendered
-    assert [units[i]["text"] for i in range(len(explanation.units))] == [u.text for u in explanation.units]
-    total = explanation.total
-    high, low = units[int(total.argmax())], units[int(total.argmin())]
-    assert high["data-computed"] != low["data-computed"]
-    assert high["data-computed"] == "rgb(214, 39, 40)"  # the largest |total| gets the full red
-    assert units[0]["data-computed"] == "rgb(255, 255, 255)"  # zero relevance is white
+def test_hovering_or_tapping_a_unit_shows_its_score(report):
+    info, units = report.locator("#info"), report.locator(".unit")
+    expect(info).to_have_text("Hover over or tap a token to see its score.")
+    units.nth(3).hover()
+    expect(info).to_have_text("#3 \u201c:\u21b5\u201d (prompt): relevance +0.1000 for all of the target (sum)")
+    units.nth(5).click()  # as a tap on a phone
+    expect(info).to_have_text("#5 \u201c of\u201d (target): relevance +0.3500 for all of the target (sum)")
+    expect(units.nth(5)).to_contain_class("picked")
+    expect(units.nth(3)).not_to_contain_class("picked")
 
 
-def test_selecting_a_target_token_recolours(rendered):
-    explanation, units = rendered
-    first = explanation.relevance[:, 0]
-    assert units[int(first.argmax())]["data-computed0"] == "rgb(214, 39, 40)"
-    assert units[int(first.argmin())]["data-computed0"] != units[int(first.argmax())]["data-computed0"]
-    assert any(u["data-computed0"] != u["data-computed"] for u in units.values())
-    # target 0 is scaled by its own max |value| (2.0) while "all" is scaled by 2.5: unit 4 changes shade
-    assert units[4]["data-computed0"] != units[4]["data-computed"]
+def test_selecting_a_target_token_recolours(report):
+    explanation = make_explanation()
+    units = report.locator(".unit")
+    report.click(".selector button[data-t='0']")
+    expect(report.locator(".selector button.active")).to_have_text(" of")
+    expect(report.locator("#for")).to_have_text("target token \u201c of\u201d")
+    first, total = scaled(explanation.relevance[:, 0]), scaled(explanation.total)
+    assert css(first[4]) != css(total[4])  # target 0 is scaled by its own max (2.0), "all" by 2.5: unit 4 changes
+    for i, value in enumerate(first):
+        expect(units.nth(i)).to_have_css("background-color", css(value))
+    expect(units.nth(int(first.argmax()))).to_have_css("background-color", "rgb(214, 39, 40)")
+    expect(units.nth(1)).to_have_attribute("title", "<b>Paris</b> \u00b7 +2.0000")
+    units.nth(1).hover()
+    expect(report.locator("#info")).to_have_text(
+        "#1 \u201c<b>Paris</b>\u201d (prompt): relevance +2.0000 for target token \u201c of\u201d"
+    )

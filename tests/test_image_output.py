@@ -1,4 +1,5 @@
-"""Image-text output: the PNG overlay (pixels), ``explain --overlay``, and the HTML report's images in Chromium."""
+"""Image-text output: the PNG overlay (pixels), ``explain --overlay``, and the HTML report's images in Chromium
+(driven by Playwright)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from test_html import render_in_chromium
+from playwright.sync_api import Page, expect
 
 from atman_onnx import Explanation, ImageBox, Token, Unit
 from atman_onnx.cli import main
 from atman_onnx.core.errors import InputError
 from atman_onnx.overlay import overlay, overlay_png
-from atman_onnx.palette import NEGATIVE, POSITIVE, shade
+from atman_onnx.palette import NEGATIVE, POSITIVE, css, shade
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
@@ -211,28 +212,6 @@ def test_cli_overlay_writes_one_png_per_image(cli_run):
         assert (written[:height] != original).any(axis=2).mean() > 0.5  # the units cover the image
 
 
-# Appended before test_html's probe: for each image box, its place over its image (fractions), whether it is
-# the element at its centre, and the info line after hovering one box and tapping another.
-BOX_PROBE = """<script>
-window.addEventListener("load", () => {
-  document.querySelectorAll("img").forEach(img => img.dataset.natural = img.naturalWidth + "x" + img.naturalHeight);
-  const boxes = [...document.querySelectorAll(".box")];
-  boxes.forEach(el => {
-    el.scrollIntoView({block: "center"});
-    const r = el.getBoundingClientRect(), f = el.parentElement.querySelector("img").getBoundingClientRect();
-    el.dataset.place = [(r.left - f.left) / f.width, (r.top - f.top) / f.height, r.width / f.width,
-                        r.height / f.height].join(",");
-    el.dataset.top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === el ? "yes" : "no";
-  });
-  const info = document.getElementById("info");
-  boxes[HOVER].dispatchEvent(new MouseEvent("mouseover", {bubbles: true}));
-  document.body.dataset.hovered = info.textContent;
-  boxes[TAP].dispatchEvent(new MouseEvent("click", {bubbles: true}));
-  document.body.dataset.tapped = info.textContent;
-});
-</script>"""
-
-
 def elements(name: str, dom: str, cls: str | None = None) -> list[dict[str, str]]:
     """The attributes of each ``name`` element of serialised HTML (only those of class ``cls`` when given)."""
     found = [
@@ -242,17 +221,17 @@ def elements(name: str, dom: str, cls: str | None = None) -> list[dict[str, str]
     return [f for f in found if cls is None or cls in f.get("class", "").split()]
 
 
-@pytest.fixture(scope="module")
-def report(cli_run, tmp_path_factory):
+@pytest.fixture
+def report(cli_run, page: Page) -> tuple[Explanation, Page]:
+    """The report written by ``cli_run`` open in headless Chromium."""
+    out, explanation = cli_run
+    page.goto((out / "e.html").as_uri())
+    return explanation, page
+
+
+def test_report_embeds_the_images_and_replaces_their_tokens(cli_run):
     out, explanation = cli_run
     page = (out / "e.html").read_text(encoding="utf-8")
-    probe = BOX_PROBE.replace("HOVER", "3").replace("TAP", "-1 + boxes.length")
-    dom = render_in_chromium(page.replace("</body>", probe + "</body>"), tmp_path_factory.mktemp("chromium"))
-    return explanation, page, dom
-
-
-def test_report_embeds_the_images_and_replaces_their_tokens(report):
-    explanation, page, _ = report
     assert "http://" not in page and "https://" not in page
     for data in explanation.images:
         assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
@@ -265,35 +244,45 @@ def test_report_embeds_the_images_and_replaces_their_tokens(report):
 
 
 def test_chromium_draws_one_box_per_image_unit_over_its_image(report):
-    explanation, _, dom = report
-    images = elements("img", dom)
+    explanation, page = report
+    natural = page.locator("img").evaluate_all("images => images.map(i => [i.naturalWidth, i.naturalHeight])")
     # a split image is shown twice: its tiles' tokens, then the global image's tokens, which overlap them
-    assert [i["data-natural"] for i in images] == ["150x60"] * 2 + ["40x100"] * 2
-    boxes = elements("div", dom, "box")
-    indices = [int(b["data-index"]) for b in boxes]
+    assert natural == [[150, 60]] * 2 + [[40, 100]] * 2
+    boxes = page.locator(".box")
+    indices = [int(i) for i in boxes.evaluate_all("boxes => boxes.map(b => b.dataset.index)")]
     assert sorted(indices) == [i for i, u in enumerate(explanation.units) if u.box is not None]
-    for b in boxes:
-        box = explanation.units[int(b["data-index"])].box
-        place = [float(x) for x in b["data-place"].split(",")]
-        assert np.allclose(place, [box.left, box.top, box.width, box.height], atol=0.01), (b, box)
-        assert b["data-top"] == "yes"  # nothing covers it: it can be hovered and tapped
+    for i, box in zip(indices, boxes.all()):
+        want = explanation.units[i].box
+        frame, drawn = box.locator("xpath=../img").bounding_box(), box.bounding_box()
+        place = [
+            (drawn["x"] - frame["x"]) / frame["width"],
+            (drawn["y"] - frame["y"]) / frame["height"],
+            drawn["width"] / frame["width"],
+            drawn["height"] / frame["height"],
+        ]
+        assert np.allclose(place, [want.left, want.top, want.width, want.height], atol=0.01), (i, want)
+        box.hover(trial=True)  # fails if anything covers it: it can be hovered and tapped
 
 
 def test_chromium_shows_box_scores_and_recolours_them(report):
-    explanation, _, dom = report
-    boxes = elements("div", dom, "box")
-    body = elements("body", dom)[0]
+    explanation, page = report
+    boxes, info = page.locator(".box"), page.locator("#info")
+    indices = [int(i) for i in boxes.evaluate_all("boxes => boxes.map(b => b.dataset.index)")]
     total, first = explanation.total.astype(float), explanation.relevance[:, 0].astype(float)
-    for key, box in (("hovered", boxes[3]), ("tapped", boxes[-1])):
-        i = int(box["data-index"])
-        unit = explanation.units[i]
-        assert body[f"data-{key}"] == (
-            f"#{i} \u201c{unit.text}\u201d (image): relevance {total[i]:+.4f} for all of the target (sum)"
-        )
-        assert box["title"] == f"{unit.text} \u00b7 {first[i]:+.4f}"  # the probe ends on target token 0
-    assert "picked" in boxes[-1]["class"]
-    for b in boxes:
-        i = int(b["data-index"])
-        assert b["data-computed"] == "rgb({}, {}, {})".format(*shade(total[i] / np.abs(total).max()))
-        assert b["data-computed0"] == "rgb({}, {}, {})".format(*shade(first[i] / np.abs(first).max()))
-    assert sum(b["data-computed0"] != b["data-computed"] for b in boxes) > len(boxes) // 2
+    said = lambda i: (  # what the info line says about unit i
+        f"#{i} \u201c{explanation.units[i].text}\u201d (image): relevance {total[i]:+.4f} for all of the target (sum)"
+    )
+    boxes.nth(3).hover()
+    expect(info).to_have_text(said(indices[3]))
+    boxes.last.click()  # as a tap on a phone
+    expect(info).to_have_text(said(indices[-1]))
+    expect(boxes.last).to_contain_class("picked")
+    backgrounds = "boxes => boxes.map(b => getComputedStyle(b).backgroundColor)"
+    by_total = [css(total[i] / np.abs(total).max()) for i in indices]
+    assert boxes.evaluate_all(backgrounds) == by_total
+    page.click(".selector button[data-t='0']")
+    by_first = [css(first[i] / np.abs(first).max()) for i in indices]
+    assert boxes.evaluate_all(backgrounds) == by_first
+    assert sum(a != b for a, b in zip(by_total, by_first)) > len(indices) // 2
+    titles = [f"{explanation.units[i].text} \u00b7 {first[i]:+.4f}" for i in indices]
+    assert boxes.evaluate_all("boxes => boxes.map(b => b.title)") == titles

@@ -1,4 +1,5 @@
-"""The HTTP service end to end: real uvicorn servers in subprocesses (`atman-onnx serve`), httpx as the client.
+"""The HTTP service end to end: real uvicorn servers in subprocesses (`atman-onnx serve`), httpx as the client and
+headless Chromium (Playwright) for the page at `/`.
 
 Two tiny Llama exports are served: the session's `tiny_export("llama", "log_additive")` (128 positions, fast) and
 one with 1024 positions, whose long prompts at batch size 1 make explanations slow enough to overlap, cancel and
@@ -11,7 +12,6 @@ import itertools
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import Page, expect
 
 from atman_onnx import Explainer, ExplainRequest, Explanation
 from atman_onnx.core.contract import load_manifest
@@ -42,7 +43,6 @@ PROMPT = "The quick brown fox jumps over the lazy dog. The dog sleeps in the"
 TARGET = " sun."
 SERVE = [sys.executable, "-m", "atman_onnx.cli", "serve"]
 SSE = {"accept": "text/event-stream"}
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 class Server:
@@ -334,114 +334,31 @@ def test_report_uses_the_html_renderer(client, tiny):
         assert bad.status_code == 422 and bad.json()["error"].startswith(f"not an explanation: {message}"), bad.json()
 
 
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol on a pipe (its fds 3 and 4): no extra packages."""
-
-    def __init__(self, profile: Path):
-        child_in, self._to = os.pipe()
-        self._from, child_out = os.pipe()
-
-        def onto_3_and_4() -> None:
-            into, out = os.dup(child_in), os.dup(child_out)
-            os.dup2(into, 3)
-            os.dup2(out, 4)
-
-        self.proc = subprocess.Popen(
-            [
-                str(CHROMIUM),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-sync",
-                "--disable-background-networking",
-                "--disable-component-update",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-pipe",
-                "about:blank",
-            ],
-            preexec_fn=onto_3_and_4,
-            close_fds=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(child_in)
-        os.close(child_out)
-        self._buffer, self._id = b"", 0
-
-    def call(self, method: str, session: str | None = None, timeout: float = 30.0, **params) -> dict:
-        self._id += 1
-        message = {"id": self._id, "method": method, "params": params, **({"sessionId": session} if session else {})}
-        os.write(self._to, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\0" in self._buffer:
-                raw, self._buffer = self._buffer.split(b"\0", 1)
-                reply = json.loads(raw)
-                if reply.get("id") == self._id:
-                    if "error" in reply:
-                        raise RuntimeError(reply["error"]["message"])
-                    return reply["result"]
-            left = deadline - time.monotonic()
-            assert left > 0, f"Chromium did not answer {method} in {timeout} s"
-            if select.select([self._from], [], [], left)[0]:
-                chunk = os.read(self._from, 1 << 16)
-                assert chunk, "Chromium closed its pipe"
-                self._buffer += chunk
-
-    def evaluate(self, session: str, expression: str, timeout: float = 30.0):
-        result = self.call(
-            "Runtime.evaluate", session, timeout, expression=expression, awaitPromise=True, returnByValue=True
-        )
-        assert "exceptionDetails" not in result, result["exceptionDetails"]
-        return result["result"].get("value")
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-        os.close(self._to)
-        os.close(self._from)
-
-
-PAGE_RUN = """(async () => {
-  const el = id => document.getElementById(id), sleep = ms => new Promise(r => setTimeout(r, ms));
-  el("model").value = MODEL; el("prompt").value = PROMPT; el("target").value = TARGET;
-  let most = 0;
-  const watch = setInterval(() => { most = Math.max(most, el("bar").value); }, 2);
-  el("form").requestSubmit();
-  for (let i = 0; i < 600 && !/^(done|error)/.test(el("status").textContent); i++) await sleep(50);
-  clearInterval(watch);
-  return {status: el("status").textContent, report: el("report").srcdoc, shown: !el("report").hidden, most};
-})()"""
-
-
-def test_page_explains_in_a_browser(server, tiny, tmp_path):
-    """`GET /` in headless Chromium: fill in the form, submit, watch the bar move, get the report."""
-    if not CHROMIUM.exists():
-        pytest.skip("headless Chromium not installed at /usr/bin/chromium (Debian: apt-get install chromium)")
-    browser = Chromium(tmp_path / "profile")
-    try:
-        target = browser.call("Target.createTarget", url=server.url + "/")["targetId"]
-        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        loaded = 'document.readyState === "complete" && !!document.getElementById("form")'
-
-        def page_loaded() -> bool:
-            try:
-                return bool(browser.evaluate(session, loaded))
-            except (AssertionError, RuntimeError):  # the context is replaced while the page loads
-                return False
-
-        wait_for(page_loaded, timeout=30)
-        fills = {"MODEL": tiny.name, "PROMPT": PROMPT, "TARGET": TARGET}
-        script = PAGE_RUN
-        for name, value in fills.items():
-            script = script.replace(f"= {name};", f"= {json.dumps(value)};")
-        got = browser.evaluate(session, script, timeout=60)
-    finally:
-        browser.close()
-    assert got["status"].startswith("done in"), got["status"]
-    assert got["shown"] and got["most"] > 0
-    assert "<h1>AtMan explanation</h1>" in got["report"] and "sun" in got["report"]
+def test_page_explains_in_a_browser(server, client, long_export, page: Page):
+    """`GET /` in headless Chromium: fill in the form, submit, see the progress, get the report, hover a word and
+    see its score. A long prompt on the long model keeps the progress on screen for seconds."""
+    wait_idle(client)  # one explanation at a time: none left over from an earlier test
+    page.goto(server.url + "/")
+    page.select_option("#model", long_export.name)
+    page.fill("#prompt", slow_prompt(long_export, 800))
+    page.fill("#target", TARGET)
+    page.select_option("#granularity", "word")
+    page.get_by_role("button", name="Explain").click()
+    status, bar = page.locator("#status"), page.locator("#bar")
+    expect(status).to_have_text(re.compile(r"^explaining: [1-9]\d* / \d+ perturbations$"))
+    expect(bar).to_be_visible()
+    expect(status).to_have_text(re.compile(r"^done in \d+\.\d\d s$"), timeout=120_000)
+    expect(bar).to_be_hidden()
+    expect(page.locator("#report")).to_be_visible()
+    report = page.frame_locator("#report")
+    expect(report.locator("h1")).to_have_text("AtMan explanation")
+    expect(report.locator(".text")).to_have_text(TARGET)
+    word = report.locator(".unit").nth(2)
+    index, (shown, score) = word.get_attribute("data-index"), word.get_attribute("title").rsplit(" \u00b7 ", 1)
+    word.hover()
+    expect(report.locator("#info")).to_have_text(
+        f"#{index} \u201c{shown}\u201d (prompt): relevance {score} for all of the target (sum)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-# The HTML report is checked in headless Chromium, from Debian's packages (skipped with a reason if absent).
+# Pages are checked in Debian's headless Chromium, driven by Playwright (skipped with a reason if absent).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi

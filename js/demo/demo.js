@@ -8,19 +8,20 @@ ort.env.wasm.numThreads = 1; // threads need a cross-origin isolated page
 ort.env.wasm.wasmPaths = new URL("../node_modules/onnxruntime-web/dist/", import.meta.url).href;
 
 const $ = (id) => document.getElementById(id);
-const loaded = new Map(); // folder URL -> Promise<Explainer>
+const loaded = new Map(); // backend and folder URL -> Promise<Explainer>
 let controller = null;
 
-function load(folder) {
-  if (!loaded.has(folder)) {
+function load(folder, backend) {
+  const key = `${backend} ${folder}`;
+  if (!loaded.has(key)) {
     const explainer = Explainer.load(new URL(folder, document.baseURI), {
       ort,
-      sessionOptions: { executionProviders: ["wasm"] },
+      sessionOptions: { executionProviders: [backend] },
     });
-    explainer.catch(() => loaded.delete(folder));
-    loaded.set(folder, explainer);
+    explainer.catch(() => loaded.delete(key));
+    loaded.set(key, explainer);
   }
-  return loaded.get(folder);
+  return loaded.get(key);
 }
 
 /** Red for positive relevance, blue for negative, by its share of the largest magnitude so far. */
@@ -62,7 +63,7 @@ async function explain(event) {
   const started = performance.now();
   try {
     $("status").textContent = "loading the folder ...";
-    const explainer = await load($("folder").value);
+    const explainer = await load($("folder").value, $("backend").value);
     $("status").textContent = "explaining ...";
     const conceptual = $("conceptual").value === "" ? null : Number($("conceptual").value);
     const explanation = await explainer.explain(prompt, $("target").value || null, {
@@ -95,6 +96,7 @@ async function explain(event) {
   }
 }
 
+if (!("gpu" in navigator)) $("backend").querySelector("[value=webgpu]").disabled = true; // no WebGPU here
 $("form").addEventListener("submit", explain);
 $("stop").addEventListener("click", () => controller?.abort());
 if (location.hash === "#run") $("form").requestSubmit(); // a link that explains the defaults at once
