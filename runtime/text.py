@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,8 @@ class TextCodec:
         self, messages: list[dict], add_generation_prompt: bool = True, documents: list[dict] | None = None
     ) -> str:
         """Render chat messages with the model's template, as transformers' ``apply_chat_template`` does (its
-        ``documents``, ``{title, text}`` each, for a template that takes them)."""
+        ``documents``, ``{title, text}`` each, for a template that takes them; its ``raise_exception`` and
+        ``strftime_now``)."""
         if not self.chat_template:
             raise InputError("this model has no chat template; pass a plain prompt instead")
 
@@ -57,6 +59,7 @@ class TextCodec:
 
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)  # e.g. Llama 3's date line
         template = env.from_string(self.chat_template)
         return template.render(
             messages=messages,

@@ -94,6 +94,14 @@ def test_chat_explains_only_message_content(tiny_export):
     assert len([u for u in everything.units if u.segment == "prompt"]) == len(everything.prompt_ids)
 
 
+def test_chat_templates_render_as_transformers_does(tiny_export, tiny_tokenizer):
+    codec = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu").codec
+    codec.chat_template = "Today: {{ strftime_now('%d %b %Y') }}\n{% for m in messages %}{{ m.content }}{% endfor %}"
+    messages = [{"role": "user", "content": "Where is the fox?"}]
+    want = tiny_tokenizer.apply_chat_template(messages, chat_template=codec.chat_template, tokenize=False)
+    assert codec.render_chat(messages) == want and "%" not in want  # Llama 3's templates date their prompts so
+
+
 def test_contrast_is_difference_of_log_prob_changes(tiny_export):
     explainer = Explainer.load(tiny_export("llama", "multiplicative"), provider="cpu")
     contrastive = explainer.explain(PROMPT, TARGET, contrast=" the fox", granularity="word")
