@@ -39,6 +39,7 @@ from atman_onnx.core.contract import (
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
+from atman_onnx.export.optimise import optimise
 from atman_onnx.export.stages import Log, Stages
 from atman_onnx.export.validate import describe, validate, validate_vision
 from atman_onnx.models.graph import AtmanGraph, VisionGraph
@@ -125,7 +126,7 @@ def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: i
         traced = len(program.model.graph)
         note(f"torch.export to ONNX opset {opset}, {traced} nodes")
     with stage("optimise") as note:
-        program.optimize()
+        optimise(program.model)
         note(f"{traced} -> {len(program.model.graph)} nodes")
     with stage("save") as note:
         program.save(str(path), external_data=external_data)

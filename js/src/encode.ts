@@ -27,7 +27,7 @@ export function encodePrompt(codec: TextCodec, prompt: Prompt): EncodedPrompt {
   const content: Span[] = [];
   let cursor = 0;
   for (const message of prompt) {
-    const body = String(message.content ?? "");
+    const body = message.content;
     const at = body ? code.find(body, cursor) : -1;
     if (at >= 0) {
       content.push([at, at + cpLength(body)]);

@@ -1,30 +1,30 @@
 /** The entry point: load an exported folder and explain what a completion depends on (atman_onnx/explainer.py).
  *
- * Each completion gets one unperturbed pass (its log-probs, its input embeddings for conceptual suppression, and
- * every position's keys and values), then every unit's row, several rows per graph call: with the prefix schedule
- * (default) a batch feeds only the positions from its first changed one on, on the cached keys and values of the
- * positions before (docs/method.md, "The prefix schedule"); with the naive one every row feeds every position. */
+ * Each completion gets one unperturbed pass, then every unit's row, several rows per graph call (scoring.ts). */
 
 import { CodeText, cpLength } from "./chars.js";
 import { encodePrompt, encodeTarget, fedTokens } from "./encode.js";
 import { Explanation } from "./explanation.js";
-import { checkUnits, planFactors } from "./factors.js";
 import { readText, required, toSource, type FileSource } from "./files.js";
 import { generate } from "./generate.js";
-import { Graph, type Cache } from "./graph.js";
+import { Graph, hasExternalData } from "./graph.js";
 import { targetColumns } from "./groups.js";
 import { parseManifest, type Manifest } from "./manifest.js";
 import type { Span } from "./offsets.js";
 import type { OrtModule } from "./ort.js";
-import { firstChanged, planBatches } from "./plan.js";
-import { makeRequest, type ExplainRequest, type Prompt, type RequestFields } from "./request.js";
-import { byColumns, contrastColumn, relevance } from "./score.js";
+import type { Schedule } from "./plan.js";
+import {
+  makeRequest,
+  type Granularity,
+  type Prompt,
+  type RequestFields,
+  type TargetGranularity,
+} from "./request.js";
+import { byColumns, contrastColumn } from "./score.js";
+import { checkAbort, rowsWithinBudget, scoreCompletion, type RunOptions } from "./scoring.js";
 import { TextCodec } from "./text.js";
-import { makeUnits, type Unit } from "./units.js";
+import { makeUnits } from "./units.js";
 import { coverWarnings } from "./warnings.js";
-
-/** Token positions one graph call feeds when the batch size is not given: rows = this / fed positions. */
-export const POSITIONS_PER_CALL = 4096;
 
 export interface LoadOptions {
   /** the ONNX Runtime module: ``onnxruntime-node`` in Node, ``onnxruntime-web`` in a browser */
@@ -33,39 +33,27 @@ export interface LoadOptions {
   sessionOptions?: Record<string, unknown>;
 }
 
-export interface RunOptions {
-  /** called after every batch with the perturbations done and their total */
-  onProgress?: (done: number, total: number) => void;
-  /** aborting it rejects the explanation with an AbortError, between graph calls */
-  signal?: AbortSignal;
-  /** called after every batch with its units (in the schedule's order) and their relevance rows (one value per
-   * target token), to show them as they come; not called with a contrast, whose column needs both completions */
-  onRows?: (units: Unit[], relevance: number[][]) => void;
-}
-
 export interface ExplainOptions extends RunOptions {
   /** "prefix" (default) or "naive" */
-  schedule?: string;
+  schedule?: Schedule;
   factor?: number;
   conceptual?: number | null;
-  granularity?: string;
+  granularity?: Granularity;
   contrast?: string | null;
   /** columns of relevance: "token" (default), "sentence" (each sentence of the target) or "complete" */
-  targetGranularity?: string;
-  /** the length limit of the generated target, when target is null (default 32) */
+  targetGranularity?: TargetGranularity;
+  /** the length limit of the generated target, when target is null (default ``DEFAULT_MAX_NEW_TOKENS``) */
   maxNewTokens?: number;
   batchSize?: number | null;
 }
 
-function checkAbort(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new DOMException("the explanation was aborted", "AbortError");
-}
-
-/** Rows ``rows`` of a row-major matrix ``width`` wide. */
-function rowsOf(matrix: Float32Array, rows: number[], width: number): Float32Array {
-  const out = new Float32Array(rows.length * width);
-  rows.forEach((row, k) => out.set(matrix.subarray(row * width, (row + 1) * width), k * width));
-  return out;
+/** ``text`` parsed as JSON; an Error naming the file when it is not. */
+function parseJson(text: string, where: string, name: string): Record<string, unknown> {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${where}: ${name} is not JSON (${(error as Error).message})`);
+  }
 }
 
 export class Explainer {
@@ -79,17 +67,33 @@ export class Explainer {
 
   /** Open an exported folder: a path (Node), a URL (fetched), or any ``FileSource``. */
   static async load(folder: string | URL | FileSource, options: LoadOptions): Promise<Explainer> {
+    if (typeof options?.ort?.InferenceSession?.create !== "function") {
+      throw new Error("Explainer.load needs options.ort: the onnxruntime-node or onnxruntime-web module");
+    }
     const source = toSource(folder);
     const manifestText = await readText(source, "atman.json");
     if (manifestText === null) throw new Error(`${source.where} has no atman.json; is it an atman-onnx export?`);
     const manifest = parseManifest(manifestText, source.where);
     const [tokenizerText, template, model] = await Promise.all([
       readText(source, "tokenizer.json"),
-      readText(source, "chat_template.jinja"),
+      readText(source, "chat_template.jinja", true),
       required(source, "model.onnx"),
     ]);
     if (tokenizerText === null) throw new Error(`${source.where} has no tokenizer.json; export it again`);
-    const codec = new TextCodec(JSON.parse(tokenizerText), template, manifest.special_tokens);
+    let codec: TextCodec;
+    try {
+      const tokenizerJson = parseJson(tokenizerText, source.where, "tokenizer.json");
+      codec = new TextCodec(tokenizerJson, template, manifest.special_tokens);
+    } catch (error) {
+      const message = (error as Error).message;
+      throw new Error(message.startsWith(source.where) ? message : `${source.where}: tokenizer.json: ${message}`);
+    }
+    if (hasExternalData(model)) {
+      throw new Error(
+        `${source.where}: model.onnx keeps its weights in an external data file (an export over 2 GB); ` +
+          "the JS runtime does not read external data yet",
+      );
+    }
     const session = await options.ort.InferenceSession.create(model, options.sessionOptions);
     const providers = options.sessionOptions?.executionProviders;
     const first = Array.isArray(providers) ? providers[0] : undefined;
@@ -98,8 +102,13 @@ export class Explainer {
   }
 
   /** Explain ``target`` (or, when null, the model's greedy completion) given ``prompt`` (text, or chat messages
-   * rendered with the model's template). */
-  explain(prompt: Prompt, target: string | null, options: ExplainOptions = {}): Promise<Explanation> {
+   * rendered with the model's template). The options are camelCase (``run`` takes the JSON names). */
+  async explain(prompt: Prompt, target: string | null, options: ExplainOptions = {}): Promise<Explanation> {
+    const snake = Object.keys(options).find((key) => key.includes("_"));
+    if (snake !== undefined) {
+      const camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+      throw new Error(`explain() takes camelCase options: '${camel}', not '${snake}' (run() takes the JSON names)`);
+    }
     const { onProgress, signal, onRows, batchSize, targetGranularity, maxNewTokens, ...rest } = options;
     const fields = {
       ...rest,
@@ -118,15 +127,19 @@ export class Explainer {
     const started = performance.now();
     const request = makeRequest(fields);
     const encoded = encodePrompt(this.codec, request.prompt);
-    let target = request.target;
-    let targetIds = target === null ? null : encodeTarget(this.codec, target);
     const contrastIds = request.contrast === null ? null : encodeTarget(this.codec, request.contrast);
-    if (target === null || targetIds === null) {
+    let target: string;
+    let targetIds: number[];
+    if (request.target === null) {
       this.checkLength(encoded.ids.length + request.maxNewTokens - 1);
+      rowsWithinBudget(this.manifest, encoded.ids.length, encoded.ids.length);
       const stops = this.manifest.special_tokens.eos_token_ids ?? [];
       targetIds = await generate(this.graph, encoded.ids, request.maxNewTokens, stops, () => checkAbort(signal));
       if (!targetIds.length) throw new Error("the model generated no target tokens; pass a target");
       target = this.codec.decode(targetIds);
+    } else {
+      target = request.target;
+      targetIds = encodeTarget(this.codec, target);
     }
     const generated = performance.now();
     const completions = contrastIds === null ? [targetIds] : [targetIds, contrastIds];
@@ -147,7 +160,7 @@ export class Explainer {
     let batchSize = 1;
     const scores: number[][][] = [];
     for (const ids of completions) {
-      const run = await this.score(encoded.ids, ids, units, request, progress, {
+      const run = await scoreCompletion(this.graph, encoded.ids, ids, units, request, progress, {
         ...options,
         onRows: contrastIds === null ? options.onRows : undefined,
       });
@@ -215,58 +228,6 @@ export class Explainer {
       at = end;
     }
     return targetColumns(new CodeText(texts.join("")), offsets, granularity);
-  }
-
-  /** One completion: its unperturbed pass, then every unit's row in batches (``planBatches``); its relevance
-   * [units][targets]. A label before a row's first changed position keeps its unperturbed log-prob exactly, and a
-   * batch that changes no label makes no call. */
-  private async score(
-    promptIds: number[],
-    ids: number[],
-    units: Unit[],
-    request: ExplainRequest,
-    progress: { done: number; total: number },
-    { onProgress, signal, onRows }: RunOptions,
-  ) {
-    const fed = [...promptIds, ...ids.slice(0, -1)];
-    const n = fed.length;
-    const labelPositions = ids.map((_, t) => promptIds.length - 1 + t);
-    checkAbort(signal);
-    const base = await this.graph.score(fed, new Float32Array(n).fill(1), labelPositions, ids, null, true);
-    const groups = checkUnits(units.map((u) => u.positions), n);
-    const { conceptual: threshold } = request;
-    const embeddings = base.embeddings as Float32Array;
-    const conceptual = threshold === null ? null : { threshold, embeddings, hidden: this.manifest.hidden_size };
-    const factors = planFactors(groups, n, request.factor, conceptual);
-    const starts = firstChanged(factors, n);
-    const batchSize = request.batchSize ?? Math.max(1, Math.min(groups.length, Math.floor(POSITIONS_PER_CALL / n)));
-    const perturbed = new Float32Array(groups.length * ids.length);
-    groups.forEach((_, row) => perturbed.set(base.logprobs, row * ids.length));
-    let positions = n;
-    for (const { rows, start } of planBatches(starts, batchSize, request.schedule, n)) {
-      const scored = labelPositions.flatMap((p, t) => (p >= start ? [t] : []));
-      if (scored.length) {
-        checkAbort(signal);
-        const batch = rowsOf(factors, rows, n);
-        const past = start > 0 ? this.graph.cut(base.cache as Cache, start) : null;
-        const labels = scored.map((t) => ids[t]);
-        const at = scored.map((t) => labelPositions[t] - start);
-        const { logprobs } = await this.graph.score(fed.slice(start), batch, at, labels, past);
-        rows.forEach((row, k) => {
-          scored.forEach((t, j) => {
-            if (labelPositions[t] >= starts[row]) perturbed[row * ids.length + t] = logprobs[k * scored.length + j];
-          });
-        });
-        positions += rows.length * (n - start);
-      }
-      progress.done += rows.length;
-      onProgress?.(progress.done, progress.total);
-      onRows?.(
-        rows.map((row) => units[row]),
-        relevance(base.logprobs, rowsOf(perturbed, rows, ids.length)),
-      );
-    }
-    return { relevance: relevance(base.logprobs, perturbed), passes: groups.length + 1, positions, batchSize };
   }
 
   /** Give back the ONNX Runtime session. */

@@ -16,7 +16,7 @@ export function checkUnits(units: number[][], nFed: number): number[][] {
 
 /** Pairwise cosine similarity [n x n] of the rows of ``embeddings`` at ``rows`` (each ``hidden`` long), in
  * float64. */
-export function cosineSimilarity(embeddings: Float32Array, hidden: number, rows: number[]): Float64Array[] {
+function cosineSimilarity(embeddings: Float32Array, hidden: number, rows: number[]): Float64Array[] {
   const unit = rows.map((r) => {
     const e = Float64Array.from(embeddings.subarray(r * hidden, (r + 1) * hidden));
     const norm = Math.max(Math.sqrt(e.reduce((s, x) => s + x * x, 0)), 1e-12);

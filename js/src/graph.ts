@@ -129,3 +129,47 @@ export class Graph {
     return { length, tensors };
   }
 }
+
+/** The fields of one protobuf message in ``bytes[start, end)``: field number, wire type, and the value (a varint's
+ * number, or a length-delimited field's bounds). */
+function* protoFields(bytes: Uint8Array, start: number, end: number) {
+  let at = start;
+  const varint = (): number => {
+    let value = 0;
+    let scale = 1;
+    for (;;) {
+      if (at >= end) throw new Error("model.onnx is not an ONNX model (truncated protobuf)");
+      const byte = bytes[at++];
+      value += (byte & 0x7f) * scale;
+      scale *= 128;
+      if (byte < 0x80) return value;
+    }
+  };
+  while (at < end) {
+    const key = varint();
+    const [field, wire] = [Math.floor(key / 8), key % 8];
+    if (wire === 0) yield { field, wire, value: varint(), from: 0, to: 0 };
+    else if (wire === 2) {
+      const length = varint();
+      yield { field, wire, value: 0, from: at, to: at + length };
+      at += length;
+    } else if (wire === 1) at += 8;
+    else if (wire === 5) at += 4;
+    else throw new Error("model.onnx is not an ONNX model (unknown protobuf wire type)");
+  }
+}
+
+/** Whether the ONNX model ``model`` keeps an initializer in an external data file (``data_location`` EXTERNAL or
+ * ``external_data`` entries): ONNX Runtime cannot load such a graph from bytes alone. */
+export function hasExternalData(model: Uint8Array): boolean {
+  for (const graph of protoFields(model, 0, model.length)) {
+    if (graph.field !== 7 || graph.wire !== 2) continue; // ModelProto.graph
+    for (const init of protoFields(model, graph.from, graph.to)) {
+      if (init.field !== 5 || init.wire !== 2) continue; // GraphProto.initializer
+      for (const f of protoFields(model, init.from, init.to)) {
+        if (f.field === 13 || (f.field === 14 && f.value === 1)) return true; // TensorProto external_data, EXTERNAL
+      }
+    }
+  }
+  return false;
+}

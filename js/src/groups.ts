@@ -47,7 +47,7 @@ function stripSpan(text: CodeText, start: number, end: number): Span {
 
 /** Where the visible text of ``text[start:end]`` begins: its first non-whitespace character (``end`` if none).
  * Byte-level BPE tokens carry their leading space; a token belongs where its visible text lies. */
-export function visibleStart(text: CodeText, start: number, end: number): number {
+function visibleStart(text: CodeText, start: number, end: number): number {
   while (start < end && isSpace(text.chars[start])) start++;
   return start;
 }

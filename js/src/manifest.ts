@@ -1,6 +1,6 @@
 /** The folder's manifest, atman.json (docs/reference/contract.md): what the runtime needs of it, checked. */
 
-export const MODES = ["log_additive", "multiplicative"] as const;
+const MODES = ["log_additive", "multiplicative"] as const;
 export type Mode = (typeof MODES)[number];
 
 export interface SpecialTokens {
@@ -17,7 +17,8 @@ export interface Manifest {
   vocab_size: number;
   hidden_size: number;
   max_positions: number;
-  dims: { num_layers: number; num_heads: number; kv_heads: number; head_dim: number };
+  /** ``num_heads`` (query heads) may be absent from older manifests: then ``kv_heads`` stands in */
+  dims: { num_layers: number; num_heads?: number; kv_heads: number; head_dim: number };
   special_tokens: SpecialTokens;
   inputs: Record<string, unknown>;
   outputs: Record<string, unknown>;
@@ -25,7 +26,7 @@ export interface Manifest {
 
 /** Versions this runtime reads: 1 (token ids, shared past) and 3 (token ids, shared and row past). Versions 2 and
  * 4 take input embeddings (image-text models), which this runtime does not support yet. */
-export const VERSIONS = [1, 3];
+const VERSIONS = [1, 3];
 
 /** The manifest from atman.json's text; an Error in one line for anything this runtime cannot run. */
 export function parseManifest(text: string, where: string): Manifest {

@@ -9,7 +9,7 @@
 export const SCHEDULES = ["prefix", "naive"] as const;
 export type Schedule = (typeof SCHEDULES)[number];
 /** prefix schedule: a batch may recompute at most this share of its suffix for its later rows */
-export const WASTE = 0.05;
+const WASTE = 0.05;
 
 export interface Batch {
   /** which rows of the factors */
@@ -27,18 +27,27 @@ export function firstChanged(factors: Float32Array, nFed: number): number[] {
   });
 }
 
-/** The rows and first fed position of each graph call. */
-export function planBatches(starts: number[], batchSize: number, schedule: Schedule, nFed: number): Batch[] {
+/** The rows and first fed position of each graph call: at most ``batchSize`` rows, and at most ``cap(start)`` for
+ * a call that feeds from ``start`` on (the attention scores' memory). */
+export function planBatches(
+  starts: number[],
+  batchSize: number,
+  schedule: Schedule,
+  nFed: number,
+  cap: (start: number) => number = () => Infinity,
+): Batch[] {
   const order = starts.map((_, i) => i).sort((a, b) => starts[a] - starts[b] || a - b);
   const batches: Batch[] = [];
   if (schedule === "naive") {
-    for (let k = 0; k < order.length; k += batchSize) batches.push({ rows: order.slice(k, k + batchSize), start: 0 });
+    const size = Math.min(batchSize, cap(0));
+    for (let k = 0; k < order.length; k += size) batches.push({ rows: order.slice(k, k + size), start: 0 });
     return batches;
   }
   for (let k = 0; k < order.length; ) {
     const first = starts[order[k]];
+    const size = Math.min(batchSize, cap(Math.min(first, nFed - 1)));
     let end = k + 1;
-    while (end < order.length && end - k < batchSize && starts[order[end]] - first <= WASTE * (nFed - first)) end++;
+    while (end < order.length && end - k < size && starts[order[end]] - first <= WASTE * (nFed - first)) end++;
     batches.push({ rows: order.slice(k, end), start: first });
     k = end;
   }

@@ -8,6 +8,8 @@ import type { Message } from "./text.js";
 /** Default suppression factor: in log_additive mode 0 takes the unit out of attention. */
 export const DEFAULT_FACTOR = 0.0;
 const MAX_FACTOR = 1e6;
+/** Default length limit of a generated target (``max_new_tokens``). */
+export const DEFAULT_MAX_NEW_TOKENS = 32;
 /** Granularities this runtime explains at (Python's also include document and spans). */
 export const GRANULARITIES = ["token", "word", "sentence", "paragraph"] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
@@ -127,7 +129,7 @@ export function makeRequest(fields: RequestFields): ExplainRequest {
   }
   const schedule = choice("schedule", "schedule", fields.schedule ?? "prefix", SCHEDULES);
   const batchSize = count("batch_size", fields.batch_size ?? null);
-  const maxNewTokens = count("max_new_tokens", fields.max_new_tokens ?? 32) as number;
+  const maxNewTokens = count("max_new_tokens", fields.max_new_tokens ?? DEFAULT_MAX_NEW_TOKENS) as number;
   return {
     prompt,
     target,

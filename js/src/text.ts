@@ -22,7 +22,6 @@ export interface Encoded {
 export class TextCodec {
   private readonly tokenizer: Tokenizer;
   private readonly layout: TokenizerLayout;
-  private readonly added: Map<number, string>;
   private template: Template | null = null; // parsed when first used: a plain prompt never needs it
 
   constructor(
@@ -32,14 +31,13 @@ export class TextCodec {
   ) {
     this.tokenizer = new Tokenizer(tokenizerJson, {}); // like Python's Tokenizer.from_file: tokenizer.json alone
     this.layout = tokenizerLayout(tokenizerJson);
-    this.added = new Map(Array.from(this.tokenizer.get_added_tokens_decoder(), ([id, t]) => [id, t.content]));
   }
 
   encode(text: string, addSpecialTokens = true): Encoded {
     const core = this.tokenizer.encode(text, { add_special_tokens: false });
     const offsets = tokenOffsets(
       text,
-      core.tokens.map((token, i) => ({ token, added: this.added.get(core.ids[i]) ?? null })),
+      core.tokens.map((token, i) => ({ token, added: this.layout.added.get(core.ids[i]) ?? null })),
       this.layout,
     );
     if (!addSpecialTokens) return { ids: core.ids, offsets };

@@ -3,15 +3,23 @@
 import { CodeText } from "./chars.js";
 import type { Unit } from "./units.js";
 
+/** Characters Python's ``str.isprintable()`` calls not printable (other than the space), which ``repr`` escapes:
+ * controls, format characters (U+200B to U+200F, U+FEFF), separators but the space (U+00A0, U+2028, U+2029),
+ * surrogates, private use and unassigned code points. */
+const UNPRINTABLE = /^[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]$/u;
+
 /** Python's ``repr`` of a string, for messages that quote text as Python's do. */
 function pyRepr(text: string): string {
   const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
   const escaped = Array.from(text, (c) => {
     if (c === "\\" || c === quote) return `\\${c}`;
-    const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
     if (named[c]) return named[c];
+    if (c === " " || !UNPRINTABLE.test(c)) return c;
     const code = c.codePointAt(0) as number;
-    return code < 0x20 || code === 0x7f ? `\\x${code.toString(16).padStart(2, "0")}` : c;
+    if (code < 0x100) return `\\x${code.toString(16).padStart(2, "0")}`;
+    if (code < 0x10000) return `\\u${code.toString(16).padStart(4, "0")}`;
+    return `\\U${code.toString(16).padStart(8, "0")}`;
   });
   return `${quote}${escaped.join("")}${quote}`;
 }

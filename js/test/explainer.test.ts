@@ -5,8 +5,15 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { pathToFileURL } from "node:url";
 
-import { Explainer, type Unit } from "../src/index.js";
+import * as ort from "onnxruntime-node";
+
+import { Explainer, diskSource, type FileSource, type Unit } from "../src/index.js";
+import type { Manifest } from "../src/manifest.js";
+import { planBatches } from "../src/plan.js";
+import { rowsWithinBudget } from "../src/scoring.js";
+import { coverWarnings } from "../src/warnings.js";
 import { CASES, KIT, explainer } from "./kit.js";
 
 const MODEL = "models/llama-log_additive";
@@ -27,7 +34,7 @@ test("explain takes the options as the request fields, and gives the kit's expla
 
 test("progress is reported after every batch, up to the number of units", async () => {
   const model = await explainer(MODEL);
-  for (const schedule of ["naive", "prefix"]) {
+  for (const schedule of ["naive", "prefix"] as const) {
     const calls: [number, number][] = [];
     const explanation = await model.explain(PROMPT, TARGET, {
       granularity: "word",
@@ -81,10 +88,10 @@ test("aborting rejects with an AbortError between batches", async () => {
 test("an unknown granularity, a bad factor or an unknown field is refused naming it", async () => {
   const model = await explainer(MODEL);
   await assert.rejects(
-    model.explain(PROMPT, TARGET, { granularity: "chapter" }),
+    model.explain(PROMPT, TARGET, { granularity: "chapter" as never }),
     /unknown granularity "chapter"; available: token, word, sentence, paragraph/,
   );
-  await assert.rejects(model.explain(PROMPT, TARGET, { schedule: "eager" }), /unknown schedule "eager"/);
+  await assert.rejects(model.explain(PROMPT, TARGET, { schedule: "eager" as never }), /unknown schedule "eager"/);
   await assert.rejects(
     model.explain(PROMPT, TARGET, { contrast: " Bob", targetGranularity: "sentence" }),
     /a contrast has one column of relevance already/,
@@ -98,7 +105,91 @@ test("an unknown granularity, a bad factor or an unknown field is refused naming
 });
 
 test("a folder that is not an export is refused in one line", async () => {
-  await assert.rejects(Explainer.load(join(KIT, "cases"), { ort: {} as never }), /has no atman.json/);
+  await assert.rejects(Explainer.load(join(KIT, "cases"), { ort }), /has no atman.json/);
+});
+
+test("explain() refuses options with JSON (snake_case) names, naming them", async () => {
+  const model = await explainer(MODEL);
+  await assert.rejects(
+    model.explain(PROMPT, TARGET, { batch_size: 2 } as never),
+    /explain\(\) takes camelCase options: 'batchSize', not 'batch_size'/,
+  );
+  await assert.rejects(model.explain(PROMPT, null, { max_new_tokens: 2 } as never), /'maxNewTokens'/);
+});
+
+/** The kit's folder with some of its files replaced. */
+function patched(files: Record<string, string | Uint8Array>): FileSource {
+  const disk = diskSource(join(KIT, MODEL));
+  return {
+    where: "patched",
+    async bytes(name: string) {
+      const file = files[name];
+      if (file === undefined) return disk.bytes(name);
+      return typeof file === "string" ? new TextEncoder().encode(file) : file;
+    },
+  };
+}
+
+test("loading refuses in one line naming the file: no ort, broken JSON, a bad tokenizer, external data", async () => {
+  const source = patched({});
+  await assert.rejects(Explainer.load(source, {} as never), /Explainer.load needs options.ort/);
+  await assert.rejects(Explainer.load(source, { ort: {} as never }), /needs options.ort/);
+  await assert.rejects(
+    Explainer.load(patched({ "atman.json": "{" }), { ort }),
+    /^Error: patched: atman.json is not JSON/,
+  );
+  await assert.rejects(
+    Explainer.load(patched({ "tokenizer.json": "{" }), { ort }),
+    /^Error: patched: tokenizer.json is not JSON/,
+  );
+  await assert.rejects(
+    Explainer.load(patched({ "tokenizer.json": '{"model": {"type": "Nope"}}' }), { ort }),
+    /^Error: patched: tokenizer.json: /,
+  );
+  // ModelProto { graph { initializer { name: "w", data_location: EXTERNAL } } }
+  const external = new Uint8Array([0x3a, 7, 0x2a, 5, 0x42, 1, 0x77, 0x70, 1]);
+  await assert.rejects(
+    Explainer.load(patched({ "model.onnx": external }), { ort }),
+    /patched: model.onnx keeps its weights in an external data file .* does not read external data yet/,
+  );
+});
+
+test("a file: URL is read from disk", async () => {
+  const model = await Explainer.load(pathToFileURL(join(KIT, MODEL)).href, { ort });
+  assert.equal(model.manifest.mode, "log_additive");
+  await model.release();
+});
+
+test("graph calls keep their attention scores within the budget, and a too long row is refused", () => {
+  const manifest = { dims: { num_layers: 1, num_heads: 32, kv_heads: 8, head_dim: 64 } } as Manifest;
+  assert.equal(rowsWithinBudget(manifest, 1024, 1024), 8); // 32 heads x 1024 x 1024 x 4 bytes = 128 MiB a row
+  assert.equal(rowsWithinBudget(manifest, 256, 1024), 32);
+  assert.throws(
+    () => rowsWithinBudget(manifest, 8192, 8192),
+    /^Error: a sequence of 8192 tokens needs 8.0 GiB of attention scores .* query chunks of long prompts/,
+  );
+  const starts = [0, 0, 0, 1, 1, 2, 900, 900, 900];
+  const cap = (start: number) => rowsWithinBudget(manifest, 1024 - start, 1024);
+  assert.deepEqual(
+    planBatches(starts, 100, "prefix", 1024, cap).map((b) => b.rows.length),
+    [6, 3], // rows from 0: 8 allowed (all 6 fit); rows from 900: 66 allowed
+  );
+  assert.deepEqual(
+    planBatches(starts, 100, "naive", 1024, cap).map((b) => b.rows.length),
+    [8, 1],
+  );
+  const tight = (start: number) => (start < 500 ? 2 : 100);
+  assert.deepEqual(
+    planBatches(starts, 100, "prefix", 1024, tight).map((b) => b.rows.length),
+    [2, 2, 2, 3],
+  );
+});
+
+test("warnings quote text as Python's repr, escaping what Python does not print", () => {
+  const text = "Bob\u200b\xa0\u2028\ufeff\x85\xad\u{e0001} é😀 sleeps.";
+  const unit = { text, start: 0, end: 10, segment: "prompt" as const, positions: [0, 1] };
+  const [warning] = coverWarnings("sentence", [unit], 2, "log_additive");
+  assert.ok(warning.startsWith("sentence 'Bob\\u200b\\xa0\\u2028\\ufeff\\x85\\xad\\U000e0001 é😀 sleeps.' covers"));
 });
 
 test("the JSON file holds format 4 with timings, provider and model, and reads back", async () => {

@@ -1,5 +1,6 @@
-/** Token ids, character offsets and token texts equal Python ``tokenizers``' for tricky texts (test/data/offsets.py
- * made the expected values), and the chat template renders as Python's jinja2 does. */
+/** Token ids, character offsets and token texts equal Python ``tokenizers``' for tricky texts and tokenizer variants
+ * (byte-level, added tokens that strip whitespace, offset trimming, SentencePiece-style prepended spaces;
+ * test/data/offsets.py made the expected values), and the chat template renders as Python's jinja2 does. */
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -11,14 +12,14 @@ import { TextCodec } from "../src/text.js";
 import { KIT } from "./kit.js";
 
 const DATA = resolve(dirname(fileURLToPath(import.meta.url)), "../../test/data/offsets.json");
-const { post_processors: processors, cases } = JSON.parse(readFileSync(DATA, "utf8"));
+const { variants, cases } = JSON.parse(readFileSync(DATA, "utf8"));
 const FOLDER = join(KIT, "models", "llama-log_additive");
 const tokenizer = JSON.parse(readFileSync(join(FOLDER, "tokenizer.json"), "utf8"));
 const template = readFileSync(join(FOLDER, "chat_template.jinja"), "utf8");
 const special = { bos_token: "<|endoftext|>", eos_token: "<|endoftext|>" };
 
 function codec(variant: string): TextCodec {
-  const json = variant === "kit" ? tokenizer : { ...tokenizer, post_processor: processors[variant] };
+  const json = { ...tokenizer, ...variants[variant] }; // the variant's top-level keys replace the kit's
   return new TextCodec(json, template, special);
 }
 
