@@ -22,7 +22,7 @@ from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, unperturbed
 from atman_onnx.runtime.generate import generate
-from atman_onnx.runtime.groups import target_columns
+from atman_onnx.runtime.groups import token_columns
 from atman_onnx.runtime.plan import Plan
 from atman_onnx.runtime.score import by_columns
 from atman_onnx.runtime.search import Level, Rule, cover_warnings, search
@@ -251,15 +251,11 @@ class Explainer:
         target_tokens = self.codec.token_texts(completions[0])
         columns = None  # groups of target tokens, one per column (token columns: None)
         if contrast_ids is None and request.target_granularity != "token":  # a column sums its tokens' log-probs
-            ends = np.cumsum([len(t) for t in target_tokens])
-            offsets = [(int(e) - len(t), int(e)) for t, e in zip(target_tokens, ends)]
-            columns = target_columns("".join(target_tokens), offsets, request.target_granularity)
+            columns = token_columns(target_tokens, request.target_granularity)
         follow = tuple(columns) if columns is not None and request.target_granularity == "sentence" else None
         rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level, follow)
-        named = list(zip(request.levels, levels))
-        searched = search(
-            encoded.text, named, rule, scorer, len(completions), scorer.expect, on_level if len(levels) > 1 else None
-        )
+        named, report = list(zip(request.levels, levels)), on_level if len(levels) > 1 else None
+        searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, report)
         plans = scorer.plans
         if contrast_ids is not None:
             target_tokens = [f"{target} (vs {request.contrast})"]

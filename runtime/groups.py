@@ -7,6 +7,7 @@ tokens that cover only whitespace, or no characters (special tokens), belong to 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -110,3 +111,9 @@ def target_columns(text: str, offsets: list[tuple[int, int]], granularity: str) 
         at = visible_start(text, start, end)
         columns[max(0, sum(s <= at for s in starts) - 1)].append(t)
     return [tuple(c) for c in columns if c]
+
+
+def token_columns(texts: list[str], granularity: str) -> list[tuple[int, ...]]:
+    """``target_columns`` of tokens given by their texts, laid end to end (the target as its tokens decode)."""
+    ends = list(itertools.accumulate(len(t) for t in texts))
+    return target_columns("".join(texts), [(e - len(t), e) for t, e in zip(texts, ends)], granularity)
