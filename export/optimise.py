@@ -1,9 +1,9 @@
 """The exported graph's clean-up: onnxscript's optimiser without the one rewrite rule that costs its time.
 
 ``ONNXProgram.optimize()`` runs onnxscript's ``optimize_ir``: constant folding, its default pattern rewrites, and
-the removal of what became unused. On SmolLM2-135M that took 31.5 s, most of it in one rule, ``slice_split_rule``
-(8.8 s a round; it turns Slice pairs into a Split, and found none). The same passes with the other default rules
-write a byte-identical graph in 3.4 s (docs/lab/performance.md, "Export").
+the removal of what became unused. On SmolLM2-135M that took 30.3 s (median of 3), most of it in one rule,
+``slice_split_rule`` (8.8 s a round; it turns Slice pairs into a Split, and found none). The same passes with the
+other default rules write a byte-identical graph in 4.2 s (tools/optimise_bench.py; docs/lab/performance.md).
 """
 
 from __future__ import annotations
