@@ -17,7 +17,7 @@ import numpy as np
 
 from atman_onnx.core.errors import InputError
 from atman_onnx.explanation import Explanation
-from atman_onnx.prepare import Prepared, planned_positions, request_units
+from atman_onnx.prepare import Prepared, planned_work, request_units
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import Prompt, encode_prompt, encode_target
 from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, unperturbed
@@ -179,7 +179,7 @@ class Explainer:
     def prepare(self, request: ExplainRequest) -> Prepared:
         """Do once, without a graph call, what ``run`` needs first: the prompt as fed (an image-text model's images
         preprocessed, their tokens in place of the markers), the completions' ids, the units, and the counts a
-        service sizes and admits on (tokens, passes, positions)."""
+        service sizes and admits on (tokens, passes, positions, memory)."""
         prompt, images = request.prompt, None
         if request.images:
             if self.vision is None:
@@ -193,7 +193,7 @@ class Explainer:
         contrast_ids = None if request.contrast is None else tuple(encode_target(self.codec, request.contrast))
         longest = max(request.max_new_tokens if target_ids is None else len(target_ids), len(contrast_ids or ()))
         n_tokens = len(encoded.ids) + longest
-        tokens = levels = passes = positions = None
+        tokens = levels = passes = positions = memory = None
         if target_ids is not None and n_tokens - 1 <= self.manifest.max_positions:  # else run refuses it
             assert request.target is not None  # target_ids were encoded from it
             tokens, levels = request_units(
@@ -203,17 +203,16 @@ class Explainer:
             if len(levels) == 1:  # else later levels depend on the scores
                 passes = (len(levels[0]) + 1) * len(completions)
             if request.conceptual is None and len(levels) == 1:  # else the rows depend on the embeddings
-                positions = sum(
-                    self._positions(levels[0], len(encoded.ids) + len(ids) - 1, len(ids), request)
-                    for ids in completions
-                )
-        return Prepared(request, encoded, images, target_ids, contrast_ids, tokens, levels, n_tokens, passes, positions)
+                n_prompt = len(encoded.ids)
+                work = [self._work(levels[0], n_prompt + len(ids) - 1, len(ids), request) for ids in completions]
+                positions, memory = sum(p for p, _ in work), max(mb for _, mb in work)
+        return Prepared(
+            request, encoded, images, target_ids, contrast_ids, tokens, levels, n_tokens, passes, positions, memory
+        )
 
-    def _positions(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> int:
-        """Token positions the plan of one completion will run, counted without the plan (no conceptual
-        suppression)."""
-        batch = self._sizing(n_fed, n_labels, request).batch_size
-        return planned_positions(units, n_fed, request.factor, batch, request.schedule)
+    def _work(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> tuple[int, float]:
+        """Token positions and estimated peak MiB of one completion's plan, without the plan (``planned_work``)."""
+        return planned_work(units, n_fed, n_labels, request, self._sizing(n_fed, n_labels, request), self.manifest)
 
     def run(
         self,

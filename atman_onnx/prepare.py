@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from atman_onnx.core.contract import Manifest
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import EncodedPrompt, fed_tokens
 from atman_onnx.runtime.plan import plan_batches
+from atman_onnx.runtime.sizing import Sizing, plan_mb
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Token, Unit, make_units
 from atman_onnx.runtime.vision import VisionEncoder, image_units
@@ -29,10 +31,11 @@ if TYPE_CHECKING:
 class Prepared:
     """One request of one ``Explainer`` (its ``prepare``), ready for its ``run``.
 
-    What depends on the target (``tokens``, ``levels``, ``passes``, ``positions``) is None when the target is the
-    model's greedy completion (``run`` generates it), or when the sequence is longer than the model takes (``run``
-    refuses it); ``passes`` and ``positions`` are None with levels too (what a later level scores depends on the
-    scores before it), and ``positions`` with conceptual suppression, whose rows depend on the input embeddings.
+    What depends on the target (``tokens``, ``levels``, ``passes``, ``positions``, ``memory_mb``) is None when the
+    target is the model's greedy completion (``run`` generates it), or when the sequence is longer than the model
+    takes (``run`` refuses it); ``passes``, ``positions`` and ``memory_mb`` are None with levels too (what a later
+    level scores depends on the scores before it), and ``positions`` and ``memory_mb`` with conceptual suppression,
+    whose rows depend on the input embeddings.
     """
 
     request: ExplainRequest
@@ -45,6 +48,7 @@ class Prepared:
     n_tokens: int  # the prompt and its longest completion, a generated one counted as ``max_new_tokens``
     passes: int | None  # forward passes: one per unit and completion, plus one unperturbed pass per completion
     positions: int | None  # token positions run through the model, as the plans will count them
+    memory_mb: float | None  # estimated peak MiB above the loaded model: the largest completion's plan (``plan_mb``)
 
     @property
     def units(self) -> tuple[Unit, ...] | None:
@@ -60,14 +64,27 @@ class Prepared:
         return (self.target_ids,) + ((self.contrast_ids,) if self.contrast_ids is not None else ())
 
 
-def planned_positions(units: Sequence[Unit], n_fed: int, factor: float, batch_size: int, schedule: str) -> int:
-    """``Plan.positions`` of a plan whose rows each change only their unit's positions (no conceptual
-    suppression), without its factor rows or unperturbed pass: the unperturbed pass's ``n_fed``, then each batch
-    ``plan_batches`` makes, its rows fed from its start (a batch from ``n_fed`` on changes nothing and is skipped)."""
+def planned_calls(
+    units: Sequence[Unit], n_fed: int, factor: float, sizing: Sizing, schedule: str
+) -> list[tuple[int, int]]:
+    """(rows, first fed position) of each batch ``plan_batches`` makes, sized by ``sizing``, for a plan whose rows
+    each change only their unit's positions (no conceptual suppression), without its factor rows; a batch from
+    ``n_fed`` on changes nothing and is left out."""
     untouched = np.float32(factor) == 1  # factor rows are float32: a row of ones changes nothing
     starts = np.array([n_fed if untouched else min(u.positions) for u in units])
-    batches = plan_batches(starts, batch_size, schedule, n_fed)
-    return n_fed + sum(len(rows) * (n_fed - start) for rows, start in batches if start < n_fed)
+    batches = plan_batches(starts, sizing.batch_size, schedule, n_fed, call_cost=sizing.call_cost, chunk=sizing.chunk)
+    return [(len(rows), start) for rows, start in batches if start < n_fed]
+
+
+def planned_work(
+    units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest, sizing: Sizing, manifest: Manifest
+) -> tuple[int, float]:
+    """Token positions one completion's plan will run (``Plan.positions``: the unperturbed pass's ``n_fed``, then
+    each batch's rows fed from its start), and its estimated peak MiB above the loaded model (``plan_mb``)."""
+    calls = planned_calls(units, n_fed, request.factor, sizing, request.schedule)
+    positions = n_fed + sum(rows * (n_fed - start) for rows, start in calls)
+    m = manifest
+    return positions, plan_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, sizing.chunk, calls)
 
 
 def request_units(

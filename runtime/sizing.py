@@ -1,14 +1,15 @@
 """How big each graph call of an explanation is: query chunks, rows per call, and the memory that takes.
 
-A call's peak memory is estimated per row (``row_mb``: the row's keys and values, one layer's attention scores,
-the hidden states and MLP activations of the positions fed at once, the logits at the labels) and, for a whole
-explanation, with the unperturbed pass's keys and values that every batch reads (``explanation_mb``). On CPU the
-rows per call are what a host budget holds; on a GPU the budget comes from the device's free memory, and a call's
-fixed cost (``GPU_CALL_COST``) is weighed against positions by the prefix schedule (docs/gpu.md).
+A call's peak memory is estimated per row (``row_mb``: the row's keys and values, one layer's attention scores, the
+hidden states and MLP activations of the positions fed at once, the logits at the labels) and, for a whole
+explanation, as its largest call with the unperturbed pass's keys and values that every batch reads (``plan_mb``).
+On CPU the rows per call are what a host budget holds; on a GPU the budget comes from the device's free memory, and
+a call's fixed cost (``GPU_CALL_COST``) is weighed against positions by the prefix schedule (docs/gpu.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from atman_onnx.runtime.device import FREE_SHARE
@@ -16,6 +17,14 @@ from atman_onnx.runtime.device import FREE_SHARE
 DEFAULT_MEMORY_BUDGET_MB = 1024
 CHUNK = 256  # queries per graph call of a long suffix (graphs with a row cache)
 CHUNK_FROM = 512  # shorter sequences run whole: their scores are small, and large batches pay there
+# At the peak of a call in query chunks a row holds its cache, the cache extended by the call's keys and values, and
+# the graph's own concatenation; measured on SmolLM2 (tools/bench_long.py, 1,024 to 4,096 tokens), the memory above
+# the loaded model grew by about 5 copies of one row's keys and values per position (the shared cache among them).
+ROW_CACHE_COPIES = 4
+# Beyond its largest call an explanation holds about this much that does not grow with the length (measured on
+# SmolLM2 at 256 to 2,048 tokens with tools/bench_long.py: 25 to 50 MiB): the unperturbed pass's outputs and their
+# copies, and ONNX Runtime's arena, which grows in doubling steps.
+PLAN_OVERHEAD_MB = 40
 POSITIONS_PER_CALL = 512  # in query chunks: rows x chunk per call past which CPU throughput stops rising
 # On a GPU a graph call has a fixed cost that dwarfs a few recomputed positions: the prefix schedule then weighs
 # calls against positions (``plan_batches``' ``call_cost``). Measured on an H200 with SmolLM2-135M at 256 tokens:
@@ -40,13 +49,21 @@ def kv_floats(dims: dict[str, int]) -> int:
     return 2 * dims["num_layers"] * dims["kv_heads"] * dims["head_dim"]
 
 
-def row_mb(dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, chunk: int | None = None) -> float:
-    """Estimated MiB one row of a batch holds at the peak of a call over ``n_fed`` positions, fed whole (``chunk``
-    None) or in query chunks (then it carries its own keys and values from chunk to chunk)."""
-    queries = chunk or n_fed
-    keys_values = kv_floats(dims)
+def row_mb(
+    dims: dict[str, int],
+    hidden: int,
+    vocab: int,
+    n_fed: int,
+    n_labels: int,
+    chunk: int | None = None,
+    start: int = 0,
+) -> float:
+    """Estimated MiB one row of a call holds at its peak, the row fed from position ``start`` to ``n_fed``: whole
+    (``chunk`` None) or in query chunks, where it carries its own keys and values from chunk to chunk (measured:
+    about ``ROW_CACHE_COPIES`` copies of them at the peak of a call)."""
+    queries = min(chunk, n_fed - start) if chunk else n_fed - start
     floats = (
-        keys_values * n_fed * (2 if chunk else 1)  # every layer's keys and values (chunked: the row cache and its copy)
+        kv_floats(dims) * n_fed * (ROW_CACHE_COPIES if chunk else 1)  # every layer's keys and values
         + 3 * dims["num_heads"] * queries * n_fed  # scores, masked scores and weights of one layer
         + queries * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
@@ -59,12 +76,23 @@ def shared_mb(dims: dict[str, int], n_fed: int) -> float:
     return 4 * kv_floats(dims) * n_fed / 2**20
 
 
-def explanation_mb(
-    dims: dict[str, int], hidden: int, vocab: int, n_fed: int, n_labels: int, rows: int, chunk: int | None
+def plan_mb(
+    dims: dict[str, int],
+    hidden: int,
+    vocab: int,
+    n_fed: int,
+    n_labels: int,
+    chunk: int | None,
+    calls: Iterable[tuple[int, int]],
 ) -> float:
-    """Estimated MiB an explanation holds at its peak beyond the loaded model: the shared keys and values, and one
-    call of ``rows`` rows (or the unperturbed pass, a call of one row, where that is larger)."""
-    return shared_mb(dims, n_fed) + max(rows, 1) * row_mb(dims, hidden, vocab, n_fed, n_labels, chunk)
+    """Estimated MiB an explanation holds at its peak beyond the loaded model: ``PLAN_OVERHEAD_MB``, the shared keys
+    and values, and its largest call, of the batches' ``calls`` (rows, first fed position) and the unperturbed pass
+    (one row from 0)."""
+    largest = max(
+        (rows * row_mb(dims, hidden, vocab, n_fed, n_labels, chunk, start) for rows, start in calls),
+        default=0.0,
+    )
+    return PLAN_OVERHEAD_MB + shared_mb(dims, n_fed) + max(largest, row_mb(dims, hidden, vocab, n_fed, n_labels, chunk))
 
 
 def batch_size_for(

@@ -10,6 +10,7 @@ import pytest
 
 from atman_onnx import Explainer, ExplainRequest, Prepared
 from atman_onnx.core.errors import InputError
+from atman_onnx.runtime.sizing import plan_mb, shared_mb
 
 PROMPT, TARGET = "The dog met the fox in the garden. Then the dog ran to the", " garden and sat"
 
@@ -52,7 +53,22 @@ def test_a_generated_target_is_sized_by_max_new_tokens(explainer):
 def test_conceptual_rows_are_not_counted_ahead(explainer):
     prepared = explainer.prepare(ExplainRequest(prompt=PROMPT, target=TARGET, conceptual=0.2))
     explanation = explainer.run(prepared)
-    assert prepared.positions is None and prepared.passes == explanation.timings["passes"]
+    assert prepared.positions is None and prepared.memory_mb is None
+    assert prepared.passes == explanation.timings["passes"]
+
+
+@pytest.mark.parametrize("options", [{"granularity": "word", "batch_size": 2}, {"batch_size": 3, "chunk_size": 8}])
+def test_memory_is_estimated_for_the_plans_largest_call(explainer, options):
+    request = ExplainRequest(prompt=PROMPT, target=TARGET, **options)
+    prepared = explainer.prepare(request)
+    ids = list(prepared.target_ids or ())
+    fed = list(prepared.prompt.ids) + ids[:-1]
+    plan = explainer.plan(fed, ids, list(prepared.units or ()), request)
+    m = explainer.manifest
+    calls = [(len(b.rows), b.start) for b in plan.batches]
+    want = plan_mb(m.dims, m.hidden_size, m.vocab_size, len(fed), len(ids), plan.shared.chunk, calls)
+    assert prepared.memory_mb == pytest.approx(want)
+    assert prepared.memory_mb > shared_mb(m.dims, len(fed))
 
 
 def test_too_long_is_sized_then_refused_by_run(explainer):

@@ -1,6 +1,6 @@
 """Long prompts: peak memory and throughput of an explanation against a plain forward pass, side by side in one run.
 
-For prompts of 512 to 8,192 tokens (prompt plus an 8-token target within the model's positions) it measures, each
+For prompts of 256 to 8,192 tokens (prompt plus an 8-token target within the model's positions) it measures, each
 in a fresh process so that peak RSS belongs to that measurement alone:
 - plain: one unbatched call of the graph over the whole sequence (no perturbation, no chunks);
 - new: the explanation as the engine runs it by default (query chunks on a graph with a row cache, batch and
@@ -8,15 +8,16 @@ in a fresh process so that peak RSS belongs to that measurement alone:
 - old: the same explanation with each suffix in one call (``chunk_size`` past the sequence), as before chunking.
 The explanation suppresses ``--units`` equal spans of the prompt (the prefix schedule then computes about
 ``units x length / 2`` positions). It reports median seconds, peak RSS, positions computed and positions per
-second, and the planner's estimate of the memory above the loaded model (``runtime.sizing.explanation_mb``; for
-plain, ``row_mb`` of one whole row) beside the measured peak above the RSS after loading (the
-peak restarted there, so that loading's own transient does not hide it).
+second, and the planner's estimate of the memory above the loaded model (``Prepared.memory_mb``, the plan's largest
+call; for plain, ``row_mb`` of one whole row) beside the measured peak above the RSS after loading (the peak
+restarted there, and the heap freed by loading handed back to the system first, so that neither loading's own
+transient nor its freed memory hides what the explanation takes).
 
 ``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
 blank lines, with a question at the end: 8 documents at sentence level and 64 documents at paragraph level, each
 engine in a fresh process, and the time ratio of the long over the short one.
 
-Usage: python tools/bench_long.py DIR [--lengths 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
+Usage: python tools/bench_long.py DIR [--lengths 256 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
 [--engines old new] [--provider cpu|cuda] [--rag] [--json OUT]
 """
 
@@ -33,7 +34,8 @@ import numpy as np
 from bench import TARGET, TEXT
 from fresh import load_explainer, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss, run_worker
 
-from atman_onnx.runtime.sizing import explanation_mb, row_mb
+from atman_onnx import ExplainRequest
+from atman_onnx.runtime.sizing import row_mb
 
 NO_CHUNKS = 1 << 30  # a chunk longer than any sequence: each suffix in one call
 QA_SET = Path(__file__).resolve().parent / "eval" / "qa_set.json"
@@ -88,7 +90,7 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
     explainer = load_explainer(folder, provider)
     loaded_mb = reset_peak_rss()
     prompt, target, spans = build_case(explainer, length, target_tokens, units)
-    times, positions, batch, chunk = [], 0, 1, None
+    times, positions, batch, chunk, estimate = [], 0, 1, None, None
     for _ in range(repeats):
         started = time.perf_counter()
         if engine == "plain":
@@ -104,7 +106,10 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
             positions = len(fed)
         else:
             options = {"chunk_size": NO_CHUNKS} if engine == "old" else {}
-            result = explainer.explain(prompt, target, granularity="spans", spans=spans, **options)
+            fields = {"prompt": prompt, "target": target, "granularity": "spans", "spans": spans, **options}
+            request = ExplainRequest.from_dict(fields)
+            estimate = explainer.prepare(request).memory_mb
+            result = explainer.run(request)
             positions, batch = result.timings["positions_computed"], result.timings["batch_size"]
             chunk = result.timings.get("chunk_size")
         times.append(time.perf_counter() - started)
@@ -114,8 +119,6 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
     n_fed = n_prompt + target_tokens - 1
     if engine == "plain":  # one row fed whole, nothing shared
         estimate = row_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens)
-    else:
-        estimate = explanation_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, target_tokens, batch, chunk)
     peak = peak_rss_mb()
     above = peak_rss_since_reset_mb() - loaded_mb
     return {
@@ -138,7 +141,7 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
     parser.add_argument("--target-tokens", type=int, default=8)
     parser.add_argument("--units", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)

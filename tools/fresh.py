@@ -6,6 +6,7 @@ Used by bench.py and agreement.py (``sys.path`` holds tools/ when they run as sc
 
 from __future__ import annotations
 
+import ctypes
 import json
 import resource
 import subprocess
@@ -20,7 +21,10 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> float:
     """Start this process's peak RSS afresh from now (Linux: VmHWM, reset through /proc/self/clear_refs), so that
-    ``peak_rss_above_mb`` sees what comes after, not a transient of loading; returns the RSS now, in MiB."""
+    ``peak_rss_since_reset_mb`` sees what comes after, not a transient of loading; the heap that loading freed is
+    handed back to the system first (glibc's ``malloc_trim``), else later allocations reuse it unseen. Returns the
+    RSS now, in MiB."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     return _status_mb("VmRSS")
 
