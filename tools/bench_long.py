@@ -14,8 +14,8 @@ restarted there, and the heap freed by loading handed back to the system first, 
 transient nor its freed memory hides what the explanation takes).
 
 ``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
-blank lines, with a question at the end: 8 documents at sentence level and 64 documents at paragraph level, each
-engine in a fresh process, and the time ratio of the long over the short one.
+blank lines, with a question at the end: 5 documents at sentence level and 48 documents at paragraph level (335 and
+3,050 tokens for SmolLM2), each engine in a fresh process, and the time ratio of the long over the short one.
 
 Usage: python tools/bench_long.py DIR [--lengths 256 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
 [--engines old new] [--provider cpu|cuda] [--rag] [--json OUT]
@@ -39,7 +39,7 @@ from atman_onnx.runtime.sizing import row_mb
 
 NO_CHUNKS = 1 << 30  # a chunk longer than any sequence: each suffix in one call
 QA_SET = Path(__file__).resolve().parent / "eval" / "qa_set.json"
-RAG = ((8, "sentence"), (64, "paragraph"))  # documents, granularity
+RAG = ((5, "sentence"), (48, "paragraph"))  # documents, granularity: 335 and 3,050 SmolLM2 tokens
 
 
 def rag_case(documents: int) -> tuple[str, str]:
