@@ -7,6 +7,7 @@ call), run the unperturbed pass and plan the perturbations, execute the plan, sc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -179,7 +180,7 @@ class Explainer:
     def prepare(self, request: ExplainRequest) -> Prepared:
         """Do once, without a graph call, what ``run`` needs first: the prompt as fed (an image-text model's images
         preprocessed, their tokens in place of the markers), the completions' ids, the units, and the counts a
-        service sizes and admits on (tokens, passes, positions, memory)."""
+        service sizes and admits on (tokens, passes, positions), and the estimated peak memory."""
         prompt, images = request.prompt, None
         if request.images:
             if self.vision is None:
@@ -203,16 +204,13 @@ class Explainer:
             if len(levels) == 1:  # else later levels depend on the scores
                 passes = (len(levels[0]) + 1) * len(completions)
             if request.conceptual is None and len(levels) == 1:  # else the rows depend on the embeddings
-                n_prompt = len(encoded.ids)
-                work = [self._work(levels[0], n_prompt + len(ids) - 1, len(ids), request) for ids in completions]
-                positions, memory = sum(p for p, _ in work), max(mb for _, mb in work)
+                sizing_for = functools.partial(self._sizing, request=request)
+                positions, memory = planned_work(
+                    levels[0], len(encoded.ids), completions, request, sizing_for, self.manifest
+                )
         return Prepared(
             request, encoded, images, target_ids, contrast_ids, tokens, levels, n_tokens, passes, positions, memory
         )
-
-    def _work(self, units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest) -> tuple[int, float]:
-        """Token positions and estimated peak MiB of one completion's plan, without the plan (``planned_work``)."""
-        return planned_work(units, n_fed, n_labels, request, self._sizing(n_fed, n_labels, request), self.manifest)
 
     def run(
         self,

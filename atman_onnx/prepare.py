@@ -8,22 +8,22 @@ encoded twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atman_onnx.core.contract import Manifest
 from atman_onnx.request import ExplainRequest
 from atman_onnx.runtime.encode import EncodedPrompt, fed_tokens
 from atman_onnx.runtime.plan import plan_batches
-from atman_onnx.runtime.sizing import Sizing, plan_mb
+from atman_onnx.runtime.sizing import PLAN_OVERHEAD_MB, Sizing, factors_mb, largest_call_mb, shared_mb
 from atman_onnx.runtime.text import TextCodec
 from atman_onnx.runtime.units import Token, Unit, make_units
 from atman_onnx.runtime.vision import VisionEncoder, image_units
 
 if TYPE_CHECKING:
+    from atman_onnx.core.contract import Manifest
     from atman_onnx.runtime.image_tiles import Processed
 
 
@@ -48,7 +48,7 @@ class Prepared:
     n_tokens: int  # the prompt and its longest completion, a generated one counted as ``max_new_tokens``
     passes: int | None  # forward passes: one per unit and completion, plus one unperturbed pass per completion
     positions: int | None  # token positions run through the model, as the plans will count them
-    memory_mb: float | None  # estimated peak MiB above the loaded model: the largest completion's plan (``plan_mb``)
+    memory_mb: float | None  # estimated peak MiB above the loaded model (``planned_work``); informational
 
     @property
     def units(self) -> tuple[Unit, ...] | None:
@@ -77,14 +77,28 @@ def planned_calls(
 
 
 def planned_work(
-    units: Sequence[Unit], n_fed: int, n_labels: int, request: ExplainRequest, sizing: Sizing, manifest: Manifest
+    units: Sequence[Unit],
+    n_prompt: int,
+    completions: Sequence[Sequence[int]],
+    request: ExplainRequest,
+    sizing_for: Callable[[int, int], Sizing],
+    manifest: Manifest,
 ) -> tuple[int, float]:
-    """Token positions one completion's plan will run (``Plan.positions``: the unperturbed pass's ``n_fed``, then
-    each batch's rows fed from its start), and its estimated peak MiB above the loaded model (``plan_mb``)."""
-    calls = planned_calls(units, n_fed, request.factor, sizing, request.schedule)
-    positions = n_fed + sum(rows * (n_fed - start) for rows, start in calls)
-    m = manifest
-    return positions, plan_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, sizing.chunk, calls)
+    """Token positions the plans of all ``completions`` will run (``Plan.positions``: each unperturbed pass's
+    ``n_fed``, then each batch's rows fed from its start), and the explanation's estimated peak MiB above the loaded
+    model: ``PLAN_OVERHEAD_MB``, every completion's shared keys and values and factor rows (``run`` makes every
+    completion's base before it runs a plan), and the largest call of any plan. ``sizing_for(n_fed, n_labels)``
+    sizes a completion's calls."""
+    m, positions, held, largest = manifest, 0, PLAN_OVERHEAD_MB, 0.0
+    for ids in completions:
+        n_fed, n_labels = n_prompt + len(ids) - 1, len(ids)
+        sizing = sizing_for(n_fed, n_labels)
+        calls = planned_calls(units, n_fed, request.factor, sizing, request.schedule)
+        positions += n_fed + sum(rows * (n_fed - start) for rows, start in calls)
+        held += shared_mb(m.dims, n_fed) + factors_mb(len(units), n_fed)
+        call = largest_call_mb(m.dims, m.hidden_size, m.vocab_size, n_fed, n_labels, sizing.chunk, calls)
+        largest = max(largest, call)
+    return positions, held + largest
 
 
 def request_units(

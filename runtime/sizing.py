@@ -21,9 +21,10 @@ CHUNK_FROM = 512  # shorter sequences run whole: their scores are small, and lar
 # the graph's own concatenation; measured on SmolLM2 (tools/bench_long.py, 1,024 to 4,096 tokens), the memory above
 # the loaded model grew by about 5 copies of one row's keys and values per position (the shared cache among them).
 ROW_CACHE_COPIES = 4
-# Beyond its largest call an explanation holds about this much that does not grow with the length (measured on
-# SmolLM2 at 256 to 2,048 tokens with tools/bench_long.py: 25 to 50 MiB): the unperturbed pass's outputs and their
-# copies, and ONNX Runtime's arena, which grows in doubling steps.
+# Beyond its largest call, its keys and values and its factor rows, an explanation holds memory that does not grow
+# with the length: the unperturbed pass's outputs and their copies, and ONNX Runtime's arena, which grows in doubling
+# steps. Measured on SmolLM2 (docs/bench-long-smollm2-cpu.json, 8 span units): 55, 8, 7, 32 and 30 MiB from 256 to
+# 4,096 tokens.
 PLAN_OVERHEAD_MB = 40
 POSITIONS_PER_CALL = 512  # in query chunks: rows x chunk per call past which CPU throughput stops rising
 # On a GPU a graph call has a fixed cost that dwarfs a few recomputed positions: the prefix schedule then weighs
@@ -76,7 +77,7 @@ def shared_mb(dims: dict[str, int], n_fed: int) -> float:
     return 4 * kv_floats(dims) * n_fed / 2**20
 
 
-def plan_mb(
+def largest_call_mb(
     dims: dict[str, int],
     hidden: int,
     vocab: int,
@@ -85,14 +86,18 @@ def plan_mb(
     chunk: int | None,
     calls: Iterable[tuple[int, int]],
 ) -> float:
-    """Estimated MiB an explanation holds at its peak beyond the loaded model: ``PLAN_OVERHEAD_MB``, the shared keys
-    and values, and its largest call, of the batches' ``calls`` (rows, first fed position) and the unperturbed pass
-    (one row from 0)."""
+    """Estimated MiB of a plan's largest graph call, of the batches' ``calls`` (rows, first fed position) and the
+    unperturbed pass (one row from 0)."""
     largest = max(
         (rows * row_mb(dims, hidden, vocab, n_fed, n_labels, chunk, start) for rows, start in calls),
         default=0.0,
     )
-    return PLAN_OVERHEAD_MB + shared_mb(dims, n_fed) + max(largest, row_mb(dims, hidden, vocab, n_fed, n_labels, chunk))
+    return max(largest, row_mb(dims, hidden, vocab, n_fed, n_labels, chunk))
+
+
+def factors_mb(n_units: int, n_fed: int) -> float:
+    """MiB of a plan's factor rows, one per unit over every fed position: float32, and the batches' copies."""
+    return 8 * n_units * n_fed / 2**20
 
 
 def batch_size_for(

@@ -10,7 +10,7 @@ import pytest
 
 from atman_onnx import Explainer, ExplainRequest, Prepared
 from atman_onnx.core.errors import InputError
-from atman_onnx.runtime.sizing import plan_mb, shared_mb
+from atman_onnx.runtime.sizing import PLAN_OVERHEAD_MB, factors_mb, largest_call_mb, shared_mb
 
 PROMPT, TARGET = "The dog met the fox in the garden. Then the dog ran to the", " garden and sat"
 
@@ -45,6 +45,7 @@ def test_counts_are_those_of_the_run(explainer, options):
 def test_a_generated_target_is_sized_by_max_new_tokens(explainer):
     prepared = explainer.prepare(ExplainRequest(prompt=PROMPT, max_new_tokens=5))
     assert prepared.target_ids is None and prepared.units is None and prepared.passes is None
+    assert prepared.memory_mb is None
     assert prepared.n_tokens == len(prepared.prompt.ids) + 5 and prepared.completions == ()
     explanation = explainer.run(prepared)
     assert 1 <= len(explanation.target_ids) <= 5 and explanation.units
@@ -57,18 +58,23 @@ def test_conceptual_rows_are_not_counted_ahead(explainer):
     assert prepared.passes == explanation.timings["passes"]
 
 
-@pytest.mark.parametrize("options", [{"granularity": "word", "batch_size": 2}, {"batch_size": 3, "chunk_size": 8}])
-def test_memory_is_estimated_for_the_plans_largest_call(explainer, options):
+@pytest.mark.parametrize(
+    "options",
+    [{"granularity": "word", "batch_size": 2}, {"batch_size": 3, "chunk_size": 8}, {"contrast": " house"}],
+)
+def test_memory_is_estimated_from_the_plans_calls(explainer, options):
     request = ExplainRequest(prompt=PROMPT, target=TARGET, **options)
     prepared = explainer.prepare(request)
-    ids = list(prepared.target_ids or ())
-    fed = list(prepared.prompt.ids) + ids[:-1]
-    plan = explainer.plan(fed, ids, list(prepared.units or ()), request)
-    m = explainer.manifest
-    calls = [(len(b.rows), b.start) for b in plan.batches]
-    want = plan_mb(m.dims, m.hidden_size, m.vocab_size, len(fed), len(ids), plan.shared.chunk, calls)
-    assert prepared.memory_mb == pytest.approx(want)
-    assert prepared.memory_mb > shared_mb(m.dims, len(fed))
+    m, units = explainer.manifest, list(prepared.units or ())
+    held, largest = PLAN_OVERHEAD_MB, 0.0
+    for ids in map(list, prepared.completions):  # every completion's base is held while any plan runs
+        fed = list(prepared.prompt.ids) + ids[:-1]
+        plan = explainer.plan(fed, ids, units, request)
+        calls = [(len(b.rows), b.start) for b in plan.batches]
+        held += shared_mb(m.dims, len(fed)) + factors_mb(len(units), len(fed))
+        call = largest_call_mb(m.dims, m.hidden_size, m.vocab_size, len(fed), len(ids), plan.shared.chunk, calls)
+        largest = max(largest, call)
+    assert prepared.memory_mb == pytest.approx(held + largest)
 
 
 def test_too_long_is_sized_then_refused_by_run(explainer):

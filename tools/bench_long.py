@@ -14,8 +14,8 @@ restarted there, and the heap freed by loading handed back to the system first, 
 transient nor its freed memory hides what the explanation takes).
 
 ``--rag`` measures instead two retrieval-style prompts of the evaluation set's contexts as documents separated by
-blank lines, with a question at the end: 5 documents at sentence level and 48 documents at paragraph level (335 and
-3,050 tokens for SmolLM2), each engine in a fresh process, and the time ratio of the long over the short one.
+blank lines, with a question at the end: 5 documents at sentence level and 48 documents at paragraph level (336 and
+3,051 fed tokens for SmolLM2), each engine in a fresh process, and the time ratio of the long over the short one.
 
 Usage: python tools/bench_long.py DIR [--lengths 256 512 1024 2048 4096 8192] [--units 8] [--repeats 1]
 [--engines old new] [--provider cpu|cuda] [--rag] [--json OUT]
@@ -39,7 +39,7 @@ from atman_onnx.runtime.sizing import row_mb
 
 NO_CHUNKS = 1 << 30  # a chunk longer than any sequence: each suffix in one call
 QA_SET = Path(__file__).resolve().parent / "eval" / "qa_set.json"
-RAG = ((5, "sentence"), (48, "paragraph"))  # documents, granularity: 335 and 3,050 SmolLM2 tokens
+RAG = ((5, "sentence"), (48, "paragraph"))  # documents, granularity: 336 and 3,051 fed SmolLM2 tokens
 
 
 def rag_case(documents: int) -> tuple[str, str]:
@@ -107,9 +107,9 @@ def worker(folder: str, engine: str, length: int, target_tokens: int, units: int
         else:
             options = {"chunk_size": NO_CHUNKS} if engine == "old" else {}
             fields = {"prompt": prompt, "target": target, "granularity": "spans", "spans": spans, **options}
-            request = ExplainRequest.from_dict(fields)
-            estimate = explainer.prepare(request).memory_mb
-            result = explainer.run(request)
+            prepared = explainer.prepare(ExplainRequest.from_dict(fields))
+            estimate = prepared.memory_mb
+            result = explainer.run(prepared)
             positions, batch = result.timings["positions_computed"], result.timings["batch_size"]
             chunk = result.timings.get("chunk_size")
         times.append(time.perf_counter() - started)

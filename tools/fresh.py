@@ -1,7 +1,7 @@
 """Measure in a fresh process: a tool re-runs itself with ``--worker ...`` so that peak RSS and load time belong
 to one measurement alone; the worker prints one JSON object as its last line.
 
-Used by bench.py and agreement.py (``sys.path`` holds tools/ when they run as scripts).
+Used by bench.py, bench_long.py and agreement.py (``sys.path`` holds tools/ when they run as scripts).
 """
 
 from __future__ import annotations

@@ -110,10 +110,10 @@ def main() -> None:
     python, node_run = results["python"][0], results["node"][0]
     diff = float(np.max(np.abs(np.array(node_run["relevance"]) - np.array(python["relevance"]))))
     rows = {name: [r["timings"]["explain_s"] for r in runs] for name, runs in results.items()}
+    batches = {"python": python["timings"]["batch_size"], "node": node_run["timings"]["batch_size"]}
     if not args.no_browser:
         rows["browser"] = browser_seconds(args.dir, python["timings"]["batch_size"], args.repeats)
-    batches = {"python": python["timings"]["batch_size"], "node": node_run["timings"]["batch_size"]}
-    batches["browser"] = batches["python"]  # the page is given Python's rows per call
+        batches["browser"] = batches["python"]  # the page is given Python's rows per call
     print(
         f"{len(python['prompt_ids'])}-token prompt, {len(python['target_ids'])}-token target, "
         f"{python['timings']['passes']} passes; Node's relevance within {diff:.1e} of Python's"

@@ -4,12 +4,13 @@
  * as JSON has it (the HTTP API's body). It prints the units' total relevance, strongest first, and writes the
  * explanation JSON to ``--json``. Needs onnxruntime-node installed beside the package. */
 
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 import { Explainer } from "./explainer.js";
 import type { OrtModule } from "./ort.js";
-import type { RequestFields } from "./request.js";
+import { makeRequest, type RequestFields } from "./request.js";
 
 const USAGE =
   "usage: atman-onnx-js explain FOLDER (--prompt TEXT | --request FILE) [--target T] [--granularity G] " +
@@ -83,8 +84,18 @@ async function main(argv: string[]): Promise<void> {
   if (command !== "explain" || folder === undefined || rest.length > 0) throw new UsageError(USAGE);
   const values = parsed.values as Record<string, string | undefined>;
   const top = values.top === undefined ? 10 : Number(values.top);
-  if (!Number.isInteger(top) || top < 0) throw new UsageError(`--top: '${values.top}' is not a count`);
+  if (values.top?.trim() === "" || !Number.isInteger(top) || top < 0) {
+    throw new UsageError(`--top: '${values.top}' is not a count`);
+  }
   const request = requestFrom(values);
+  try {
+    makeRequest(request); // checked before the model loads, as Python's command line does
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (values.json !== undefined && !existsSync(dirname(resolve(values.json)))) {
+    throw new UsageError(`--json ${values.json}: its folder does not exist`);
+  }
   let ort: OrtModule;
   try {
     ort = (await import("onnxruntime-node")) as unknown as OrtModule;
@@ -97,7 +108,9 @@ async function main(argv: string[]): Promise<void> {
     const { units, timings } = explanation.fields;
     const totals = explanation.total;
     const order = units.map((_, i) => i).sort((a, b) => totals[b] - totals[a]);
-    for (const i of order.slice(0, top)) console.log(`${totals[i].toFixed(4).padStart(9)}  ${JSON.stringify(units[i].text)}`);
+    for (const i of order.slice(0, top)) {
+      console.log(`${totals[i].toFixed(4).padStart(9)}  ${JSON.stringify(units[i].text)}`);
+    }
     console.log(`${units.length} units, ${timings.passes} passes, ${timings.explain_s.toFixed(2)} s`);
     if (values.json !== undefined) writeWhole(values.json, `${JSON.stringify(explanation)}\n`);
   } finally {
@@ -105,7 +118,8 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((error: Error) => {
-  console.error(`atman-onnx-js: error: ${error.message}`);
-  process.exitCode = 2;
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`atman-onnx-js: error: ${message.split("\n")[0]}`);
+  process.exitCode = error instanceof UsageError ? 2 : 1;
 });

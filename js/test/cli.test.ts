@@ -48,19 +48,27 @@ test("bad input is one line naming the problem, exit status 2, and no file", () 
   const cases: [string[], RegExp][] = [
     [["explain", FOLDER], /give --prompt TEXT or --request FILE/],
     [["explain", FOLDER, "--prompt", "x", "--factor", "abc"], /--factor: 'abc' is not a number/],
-    [["explain", FOLDER, "--prompt", "x", "--target", "y", "--granularity", "nope"], /field 'granularity'/],
-    [["explain", join(dir, "missing"), "--prompt", "x"], /has no atman\.json/],
+    [["explain", join(dir, "missing"), "--prompt", "x", "--granularity", "nope"], /field 'granularity'/],
+    [["explain", FOLDER, "--prompt", "x", "--top", " "], /--top: ' ' is not a count/],
+    [["explain", FOLDER, "--prompt", "x", "--json", join(dir, "no", "out.json")], /its folder does not exist/],
     [["explain", FOLDER, "--request", join(dir, "missing.json")], /--request .*missing\.json/],
     [["explain", FOLDER, "--request", FOLDER, "--prompt", "x"], /--request takes the whole request/],
     [["explain", FOLDER, "--prompt", "x", "--colour", "red"], /--colour/],
     [["export", FOLDER], /usage: atman-onnx-js explain FOLDER/],
   ];
   for (const [args, message] of cases) {
-    const run = cli(...args, "--json", out);
+    const run = cli(...(args.includes("--json") ? args : [...args, "--json", out]));
     assert.equal(run.status, 2, `${args.join(" ")}: ${run.stdout}`);
     assert.equal(run.stderr.trim().split("\n").length, 1, run.stderr);
     assert.match(run.stderr, /^atman-onnx-js: error: /);
     assert.match(run.stderr, message);
   }
   assert.equal(existsSync(out), false);
+});
+
+test("a folder that is no export fails after the request is checked: one line, exit status 1", () => {
+  const run = cli("explain", join(mkdtempSync(join(tmpdir(), "atman-cli-")), "missing"), "--prompt", "x");
+  assert.equal(run.status, 1);
+  assert.match(run.stderr, /^atman-onnx-js: error: .*has no atman\.json/);
+  assert.equal(run.stderr.trim().split("\n").length, 1);
 });
