@@ -2,9 +2,10 @@
 
 A call's peak memory is estimated per row (``row_mb``: the row's keys and values, one layer's attention scores, the
 hidden states and MLP activations of the positions fed at once, the logits at the labels) and, for a whole
-explanation, as its largest call with the unperturbed pass's keys and values that every batch reads (``plan_mb``).
-On CPU the rows per call are what a host budget holds; on a GPU the budget comes from the device's free memory, and
-a call's fixed cost (``GPU_CALL_COST``) is weighed against positions by the prefix schedule (docs/gpu.md).
+explanation, as its largest call (``largest_call_mb``) with the keys and values and factor rows that every batch
+reads (``shared_mb``, ``factors_mb``). On CPU the rows per call are what a host budget holds; on a GPU the budget
+comes from the device's free memory, and a call's fixed cost (``GPU_CALL_COST``) is weighed against positions by the
+prefix schedule (docs/gpu.md).
 """
 
 from __future__ import annotations

@@ -7,11 +7,8 @@ with a reason where it is not, or where no Chromium is installed."""
 
 from __future__ import annotations
 
-import functools
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+import sys
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
@@ -20,29 +17,16 @@ from atman_onnx import Explainer
 ROOT = Path(__file__).resolve().parents[1]
 KIT_FOLDER = ROOT / "conformance" / "models" / "llama-log_additive"
 BUILT = ROOT / "js" / "dist" / "src" / "index.js"
-
-
-class Static(SimpleHTTPRequestHandler):
-    """Files of the repository, ES modules and WebAssembly with the types browsers require; no request log."""
-
-    extensions_map: ClassVar[dict[str, str]] = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-    }
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+sys.path.insert(0, str(ROOT / "tools"))
+from js_bench import repository_site  # noqa: E402 (tools/js_bench.py serves the demo the same way)
 
 
 @pytest.fixture(scope="module")
 def site():
     if not BUILT.exists() or not (ROOT / "js" / "node_modules" / "onnxruntime-web").exists():
         pytest.skip("the JavaScript package is not built (cd js && npm ci && npm run build)")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Static, directory=str(ROOT)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with repository_site() as url:
+        yield url
 
 
 def test_demo_page_explains_in_the_browser_as_python_does(site, page):

@@ -16,6 +16,7 @@ Usage: python tools/js_bench.py DIR [--repeats 3] [--no-browser] [--json OUT]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import re
@@ -25,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -51,7 +54,7 @@ def explain_in_process(command: list[str], out: Path) -> dict:
 class Static(SimpleHTTPRequestHandler):
     """The repository's files, with the types ES modules and WebAssembly need; no request log."""
 
-    extensions_map = {  # noqa: RUF012 (the base class declares it as a plain class attribute)
+    extensions_map: ClassVar[dict[str, str]] = {
         **SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
         ".wasm": "application/wasm",
@@ -61,32 +64,39 @@ class Static(SimpleHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def repository_site() -> Iterator[str]:
+    """The repository's root served over loopback while the block runs; yields its URL (the demo page is at
+    ``/js/demo/``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Static, directory=str(ROOT)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def browser_seconds(folder: Path, batch_size: int, repeats: int) -> list[float]:
     """The demo page's seconds for ``repeats`` explanations after a warm-up one (which loads the folder)."""
     from playwright.sync_api import expect, sync_playwright
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Static, directory=str(ROOT)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     seconds = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium")
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/js/demo/")
-            page.fill("#folder", "/" + folder.resolve().relative_to(ROOT).as_posix() + "/")
-            page.fill("#prompt", PROMPT)
+    with repository_site() as site, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium")
+        page = browser.new_page()
+        page.goto(f"{site}/js/demo/")
+        page.fill("#folder", "/" + folder.resolve().relative_to(ROOT).as_posix() + "/")
+        page.fill("#prompt", PROMPT)
+        page.fill("#target", TARGET)
+        page.select_option("#granularity", "token")
+        page.fill("#batch", str(batch_size))
+        for _ in range(repeats + 1):
+            page.click("#explain")
+            expect(page.locator("#status")).to_contain_text(" passes, ", timeout=1_800_000)
+            status = page.locator("#status").inner_text()
+            seconds.append(float(re.search(r"passes, ([\d.]+) s", status).group(1)))
             page.fill("#target", TARGET)
-            page.select_option("#granularity", "token")
-            page.fill("#batch", str(batch_size))
-            for _ in range(repeats + 1):
-                page.click("#explain")
-                expect(page.locator("#status")).to_contain_text(" passes, ", timeout=1_800_000)
-                status = page.locator("#status").inner_text()
-                seconds.append(float(re.search(r"passes, ([\d.]+) s", status).group(1)))
-                page.fill("#target", TARGET)
-            browser.close()
-    finally:
-        server.shutdown()
+        browser.close()
     return seconds[1:]
 
 
