@@ -27,6 +27,9 @@ from atman_onnx.core.errors import ContractError
 CONTRACT_VERSION = 3  # token ids in, row cache
 EMBEDS_CONTRACT_VERSION = 4  # input embeddings in (image-text models), row cache
 VERSIONS = {1: "ids", 2: "embeds", 3: "ids", 4: "embeds"}  # 1 and 2: no row cache, present of every position
+# Opset 23 has ONNX's fused ``Attention``, which log-additive graphs use (onnxruntime 1.23 and later run it); an
+# older opset writes the same attention out op by op.
+DEFAULT_OPSET = 23
 MANIFEST_FILE = "atman.json"
 GRAPH_FILE = "model.onnx"
 VISION_FILE = "vision.onnx"  # version 2: pixel_values [tiles, 3, S, S] -> image_features [tiles, tokens, hidden]
@@ -57,6 +60,14 @@ ROW_PAST = ("float32", ("batch", "kv_heads", "row_past", "head_dim"))
 EMBEDS_INPUT = ("float32", ("batch", "seq", "hidden"))  # versions 2 and 4, in the place of input_ids
 PRESENT = ("float32", ("batch", "kv_heads", "total", "head_dim"))  # versions 1 and 2
 PRESENT_NEW = ("float32", ("batch", "kv_heads", "seq", "head_dim"))  # versions 3 and 4
+
+
+def attention_planes(num_heads: int, fused: bool) -> int:
+    """The [queries x keys] float planes one layer's attention holds at its peak, by which the runtime budgets a
+    call's memory: a fused ``Attention`` operator (log-additive graphs of opset 23 and later) holds its heads'
+    probabilities and the additive bias; attention written op by op (the multiplicative mode, logit softcapping,
+    older opsets) holds scores, masked scores and weights of every head."""
+    return num_heads + 1 if fused else 3 * num_heads
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -100,7 +111,9 @@ class Manifest:
     vocab_size: int
     hidden_size: int
     max_positions: int
-    dims: dict[str, int]  # num_layers, num_heads, kv_heads, head_dim, intermediate_size
+    # num_layers, num_heads, kv_heads, head_dim, intermediate_size; attention_planes (``attention_planes``; absent in
+    # folders written before it: attention op by op)
+    dims: dict[str, int]
     special_tokens: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)

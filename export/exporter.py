@@ -22,6 +22,7 @@ import torch
 
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
+    DEFAULT_OPSET,
     EMBEDDINGS_FILE,
     EMBEDS_CONTRACT_VERSION,
     GRAPH_FILE,
@@ -30,6 +31,7 @@ from atman_onnx.core.contract import (
     TOKENIZER_FILE,
     VISION_FILE,
     Manifest,
+    attention_planes,
     contract_io,
     graph_inputs,
     graph_outputs,
@@ -45,7 +47,6 @@ from atman_onnx.export.validate import describe, validate, validate_vision
 from atman_onnx.models.graph import AtmanGraph, VisionGraph
 from atman_onnx.models.patch import check, patch
 
-DEFAULT_OPSET = 18
 TWO_GB = 2 * 1024**3
 TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -119,22 +120,26 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     return program
 
 
-def _float32_graph(stage: Stages, graph_module: AtmanGraph, path: Path, opset: int, external_data: bool) -> dict:
-    """Trace, optimise and save the float32 graph to ``path`` and validate it; returns the validation figures."""
+def _float32_graph(
+    stage: Stages, graph_module: AtmanGraph, path: Path, opset: int, external_data: bool
+) -> tuple[dict, bool]:
+    """Trace, optimise and save the float32 graph to ``path`` and validate it; returns the validation figures and
+    whether the graph's attention is ONNX's fused ``Attention`` operator."""
     with stage("trace") as note:
         program = _trace(graph_module, opset)
         traced = len(program.model.graph)
         note(f"torch.export to ONNX opset {opset}, {traced} nodes")
     with stage("optimise") as note:
         optimise(program.model)
-        note(f"{traced} -> {len(program.model.graph)} nodes")
+        fused = any(node.op_type == "Attention" for node in program.model.graph)
+        note(f"{traced} -> {len(program.model.graph)} nodes" + (", fused attention" if fused else ""))
     with stage("save") as note:
         program.save(str(path), external_data=external_data)
         note(f"float32 graph, {_megabytes(path)}")
     with stage("validate") as note:
         figures = validate(graph_module, path)
         note(describe(figures["max_abs_diff"]))
-    return figures
+    return figures, fused
 
 
 def _vision(stage: Stages, lm: Any, out: Path, opset: int) -> dict:  # Any: a HF model's attributes are dynamic
@@ -213,7 +218,7 @@ def export(
     stage = Stages(log, verbose)
     with stage("load") as note:
         lm, tokenizer = source.load(model, gguf_file)
-        architecture = check(patch(lm, mode), mode).model_type
+        architecture = check(patch(lm, mode, fused=True), mode).model_type
         graph_module = AtmanGraph(lm).eval()
         config = graph_module.config  # of the text model, for an image-text model
         image_text = graph_module.takes_embeds
@@ -227,11 +232,11 @@ def export(
     (out / MANIFEST_FILE).unlink(missing_ok=True)
     big = sum(p.numel() * p.element_size() for p in lm.parameters()) > TWO_GB
     if precision == "fp32":
-        validation = _float32_graph(stage, graph_module, out / GRAPH_FILE, opset, external_data=big)
+        validation, fused = _float32_graph(stage, graph_module, out / GRAPH_FILE, opset, external_data=big)
     else:
         with tempfile.TemporaryDirectory(dir=out, prefix=".fp32-") as tmp:
             fp32_graph = Path(tmp) / GRAPH_FILE
-            float32_figures = _float32_graph(stage, graph_module, fp32_graph, opset, external_data=big)
+            float32_figures, fused = _float32_graph(stage, graph_module, fp32_graph, opset, external_data=big)
             with stage("convert") as note:
                 conversion = lighter.convert(fp32_graph, out / GRAPH_FILE, precision, external_data=big)
                 note(f"{precision} graph, {_megabytes(out / GRAPH_FILE)}")
@@ -253,7 +258,7 @@ def export(
         vocab_size=int(config.vocab_size),
         hidden_size=int(config.hidden_size),
         max_positions=int(config.max_position_embeddings),
-        dims=graph_module.dims,
+        dims={**graph_module.dims, "attention_planes": attention_planes(graph_module.dims["num_heads"], fused)},
         special_tokens=_special_tokens(tokenizer, lm),
         versions={**_versions(), "opset": str(opset)},
         validation=validation,

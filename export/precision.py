@@ -53,6 +53,7 @@ TOLERANCE = {
 }
 # Op types kept in float32 in the fp16 graph, besides the attention-score and head nodes found in the graph.
 FP16_OP_BLOCK = (
+    "Attention",  # the fused attention: its scores and softmax
     "Softmax",
     "LogSoftmax",
     "Log",

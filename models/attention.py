@@ -28,11 +28,12 @@ class UnsupportedAttentionError(AtmanError):
     """A model's attention passes something AtMan attention does not honour."""
 
 
-def implementation_name(mode: str) -> str:
-    """The attention-implementation name registered for ``mode``."""
+def implementation_name(mode: str, fused: bool = False) -> str:
+    """The attention-implementation name registered for ``mode``; ``fused``: the one exported graphs use, which
+    runs log-additive attention as one fused attention call (multiplicative has no fused form)."""
     if mode not in MODES:
         raise ValueError(f"unknown manipulation mode {mode!r}; supported: {', '.join(MODES)}")
-    return f"atman_{mode}"
+    return f"atman_{mode}_fused" if fused and mode == "log_additive" else f"atman_{mode}"
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -80,13 +81,17 @@ def atman_attention(
     sliding_window: int | None = None,
     *,
     mode: str,
+    fused: bool = False,
     atman_scale: torch.Tensor | None = None,
     **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Eager attention with the AtMan factors applied; same signature and outputs as transformers' eager path.
 
     ``scaling`` is used exactly as the model passes it; ``sliding_window`` is enforced by the mask (built by the
-    registered mask function over a cache of full layers); any keyword outside ``PASSIVE`` is refused.
+    registered mask function over a cache of full layers); any keyword outside ``PASSIVE`` is refused. ``fused``
+    (log-additive, no softcap): the factors' logarithms and the mask become one additive bias of a single
+    ``scaled_dot_product_attention`` call, which the exporter writes as ONNX's fused ``Attention`` (opset 23),
+    so the graph never writes the scores out op by op; it returns no weights.
     """
     unknown = sorted(set(kwargs) - PASSIVE)
     if unknown:
@@ -95,21 +100,49 @@ def atman_attention(
         )
     if scaling is None:
         raise UnsupportedAttentionError(f"{type(module).__name__} passes no attention scaling")
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    if attention_mask is None:  # a plain causal mask, aligned to the last query (cached keys come first)
+        visible = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
+    else:
+        visible = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        visible = visible[:, :, :, :k_len]
+    if fused and mode == "log_additive" and softcap is None:
+        return _fused(query, key, value, visible, atman_scale, scaling, dropout if module.training else 0.0), None
     n_rep = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     raw = torch.matmul(query.float(), key.float().transpose(-1, -2))
-    if attention_mask is None:  # a plain causal mask, aligned to the last query (cached keys come first)
-        q_len, k_len = raw.shape[-2:]
-        visible = torch.ones(q_len, k_len, dtype=torch.bool, device=raw.device).tril(k_len - q_len)[None, None]
-    else:
-        visible = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
-        visible = visible[:, :, :, : key.shape[-2]]
     scores = manipulated_scores(raw, visible, atman_scale, scaling, mode, softcap)
     scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1).to(value.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return out, weights
+
+
+def _fused(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    visible: torch.Tensor,
+    scale: torch.Tensor | None,
+    scaling: float,
+    dropout: float,
+) -> torch.Tensor:
+    """Log-additive attention as one ``scaled_dot_product_attention``: softmax(q.k^T * scaling + log f + mask).v,
+    the same arithmetic as the explicit path with grouped key/value heads left to the call."""
+    f = torch.ones(1, key.shape[-2], device=query.device) if scale is None else scale.float()
+    bias = torch.log(f.clamp_min(_TINY))[:, None, None, :]
+    bias = bias.masked_fill(~visible, torch.finfo(torch.float32).min)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.float(),
+        key.float(),
+        value.float(),
+        attn_mask=bias,
+        dropout_p=dropout,
+        scale=scaling,
+        enable_gqa=query.shape[1] != key.shape[1],  # the exporter takes grouped heads only where they are grouped
+    )
+    return out.to(value.dtype).transpose(1, 2).contiguous()
 
 
 def _visibility_mask(*args, **kwargs) -> torch.Tensor | None:
@@ -120,7 +153,7 @@ def _visibility_mask(*args, **kwargs) -> torch.Tensor | None:
 
 def register() -> None:
     """Register both modes with transformers' attention and mask interfaces (idempotent)."""
-    for mode in MODES:
-        name = implementation_name(mode)
-        AttentionInterface.register(name, functools.partial(atman_attention, mode=mode))
+    for mode, fused in [(mode, False) for mode in MODES] + [("log_additive", True)]:
+        name = implementation_name(mode, fused)
+        AttentionInterface.register(name, functools.partial(atman_attention, mode=mode, fused=fused))
         AttentionMaskInterface.register(name, _visibility_mask)

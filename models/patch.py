@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import AttentionInterface
 
-from atman_onnx.models.attention import atman_attention, implementation_name, register
+from atman_onnx.models.attention import implementation_name, register
 from atman_onnx.models.registry import VISION_LANGUAGE, Architecture, UnsupportedArchitectureError, architecture
 
 # Hugging Face models are typed Any where their config and submodules are read: those are dynamic attributes (mypy
@@ -27,13 +27,15 @@ def text_model(model: Any) -> Any:
     return model.model.text_model if model.config.model_type in VISION_LANGUAGE else model
 
 
-def patch(model: Any, mode: str) -> torch.nn.Module:
+def patch(model: Any, mode: str, fused: bool = False) -> torch.nn.Module:
     """Switch ``model`` (in place) to AtMan attention in ``mode``; refuses unsupported architectures. Of an
-    image-text model only the text model is switched."""
+    image-text model only the text model is switched. ``fused``: the attention that exported graphs run
+    (``atman_attention``'s fused path); the reference keeps the explicit one, so parity checks one against the
+    other."""
     whole, model = model, text_model(model)
     spec = architecture(model.config.model_type)
     register()
-    name = implementation_name(mode)
+    name = implementation_name(mode, fused)
     model.config._attn_implementation = name
     for sub in model.modules():
         cfg = getattr(sub, "config", None)
@@ -77,9 +79,10 @@ class Probe:
     scalings: tuple[float, ...]  # the scaling of each call
 
 
-def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
+def probe(model: Any, length: int = 6) -> Probe:
     """Run the patched ``model`` once on ``length`` tokens, recording each attention call."""
-    name = implementation_name(mode)
+    name: str = model.config._attn_implementation  # the one ``patch`` selected
+    attend = AttentionInterface()[name]
     calls: list[tuple[bool, frozenset[str], float]] = []
 
     def recording(module, query, key, value, attention_mask, **kwargs):
@@ -90,7 +93,7 @@ def probe(model: torch.nn.Module, mode: str, length: int = 6) -> Probe:
                 float(kwargs.get("scaling") or 0.0),
             )
         )
-        return atman_attention(module, query, key, value, attention_mask, mode=mode, **kwargs)
+        return attend(module, query, key, value, attention_mask, **kwargs)
 
     ids = torch.zeros(1, length, dtype=torch.long)
     AttentionInterface.register(name, recording)
@@ -110,7 +113,7 @@ def check(model: Any, mode: str) -> Architecture:
     """Refuse, in one line, a patched model whose attention does not receive the factors in every layer."""
     model = text_model(model)
     spec = architecture(model.config.model_type)
-    found = probe(model, mode)
+    found = probe(model)
     layers = model.config.num_hidden_layers
     if found.layers != layers:
         raise UnsupportedArchitectureError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from atman_onnx.core.contract import attention_planes
 from atman_onnx.runtime.device import FREE_SHARE
 
 DEFAULT_MEMORY_BUDGET_MB = 1024
@@ -66,11 +67,17 @@ def row_mb(
     queries = min(chunk, n_fed - start) if chunk else n_fed - start
     floats = (
         kv_floats(dims) * n_fed * (ROW_CACHE_COPIES if chunk else 1)  # every layer's keys and values
-        + 3 * dims["num_heads"] * queries * n_fed  # scores, masked scores and weights of one layer
+        + planes(dims) * queries * n_fed  # one layer's attention scores
         + queries * (4 * hidden + 3 * dims["intermediate_size"])  # hidden states and MLP activations
         + 2 * n_labels * vocab  # logits and log-probs at the labels
     )
     return 4 * floats / 2**20
+
+
+def planes(dims: dict[str, int]) -> int:
+    """[queries x keys] float planes of one layer's attention at its peak: as the export recorded them, else (folders
+    written before it) those of attention op by op."""
+    return dims.get("attention_planes") or attention_planes(dims["num_heads"], fused=False)
 
 
 def shared_mb(dims: dict[str, int], n_fed: int) -> float:

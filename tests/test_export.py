@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -93,6 +94,19 @@ def test_manifest_records_contract_and_validation(arch, tiny_export):
     assert shapes[f"past.{layers - 1}.value"] == [1, manifest.dims["kv_heads"], "past", manifest.dims["head_dim"]]
     assert session.get_inputs()[0].shape == ["batch", "seq"]
     assert (folder / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_log_additive_graphs_run_fused_attention(arch, tiny_export):
+    """Log-additive graphs run ONNX's fused Attention in every layer and record its memory planes; multiplicative
+    ones keep attention op by op (the row minimum has no fused form)."""
+    for mode, fused in (("log_additive", True), ("multiplicative", False)):
+        folder = tiny_export(arch, mode)
+        dims = load_manifest(folder).dims
+        ops = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
+        assert ops.count("Attention") == (dims["num_layers"] if fused else 0)
+        assert ("Softmax" in ops) is not fused
+        assert dims["attention_planes"] == (dims["num_heads"] + 1 if fused else 3 * dims["num_heads"])
 
 
 def test_unsupported_architecture_fails_in_one_line(tmp_path, capsys, tiny_tokenizer):

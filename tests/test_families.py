@@ -51,7 +51,7 @@ def test_every_registered_family_is_tested():
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_attention_receives_the_factors_and_only_honoured_keywords(arch):
     model = patch(tiny_model(arch), "log_additive")
-    found = probe(model, "log_additive")
+    found = probe(model)
     assert found.layers == model.config.num_hidden_layers
     assert found.keywords == architecture(arch).keywords
     assert found.scalings == pytest.approx([SCALING.get(arch, 0.25)] * found.layers)

@@ -50,6 +50,24 @@ def test_unit_scales_leave_logits_unchanged(arch, mode):
     assert change > 1e-3 if mode == "multiplicative" else change < 1e-5
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_log_additive_attention_equals_the_explicit_one(arch):
+    """The exported graphs' attention (one scaled_dot_product_attention with an additive bias) computes what the
+    reference's explicit arithmetic does, also with a factor of 0 and a cached prefix's worth of keys."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300)).eval()
+    ids = torch.randint(0, 300, (3, 13))
+    scale = torch.rand(3, 13) * 0.9 + 0.1
+    scale[1, 4] = 0.0
+    with torch.no_grad():
+        explicit = patch(model, "log_additive")(input_ids=ids, atman_scale=scale).logits
+        fused = patch(model, "log_additive", fused=True)(input_ids=ids, atman_scale=scale).logits
+    assert (fused - explicit).abs().max().item() < 1e-5
+    assert (explicit[1] - patch(model, "log_additive")(input_ids=ids[1:2]).logits[0]).abs().max().item() > 1e-3
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_scale_reaches_every_layer(arch, mode):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from atman_onnx.cli.commands import explain_command, export_command, serve_command
+from atman_onnx.core.contract import DEFAULT_OPSET
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.info import add_parser as add_info_parser
 from atman_onnx.request import FIELDS
@@ -60,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("out_dir", help="folder to write model.onnx, tokenizer files and atman.json into")
     exp.add_argument("--mode", choices=["log_additive", "multiplicative"], default="log_additive")
     exp.add_argument("--gguf-file", help="GGUF file inside the MODEL folder to de-quantise and export")
-    exp.add_argument("--opset", type=int, default=18)
+    exp.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset (default {DEFAULT_OPSET}: log-additive attention as one fused Attention operator)",
+    )
     exp.add_argument(
         "--dtype",
         choices=["fp32", "fp16"],
