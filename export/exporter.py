@@ -131,7 +131,7 @@ def _float32_graph(
         note(f"torch.export to ONNX opset {opset}, {traced} nodes")
     with stage("optimise") as note:
         optimise(program.model)
-        fused = any(node.op_type == "Attention" for node in program.model.graph)
+        fused = sum(node.op_type == "Attention" for node in program.model.graph) == graph_module.dims["num_layers"]
         note(f"{traced} -> {len(program.model.graph)} nodes" + (", fused attention" if fused else ""))
     with stage("save") as note:
         program.save(str(path), external_data=external_data)
@@ -218,7 +218,7 @@ def export(
     stage = Stages(log, verbose)
     with stage("load") as note:
         lm, tokenizer = source.load(model, gguf_file)
-        architecture = check(patch(lm, mode, fused=True), mode).model_type
+        architecture = check(patch(lm, mode, fused=True)).model_type
         graph_module = AtmanGraph(lm).eval()
         config = graph_module.config  # of the text model, for an image-text model
         image_text = graph_module.takes_embeds

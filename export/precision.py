@@ -178,8 +178,16 @@ def to_int8(src: Path, dst: Path, external_data: bool = False, method: str = "we
 
 def fp16_block_list(model: OnnxModel) -> set[str]:
     """Nodes kept in float32: each softmax back to its q.k^T matmul (scale, mask, AtMan factors included), the
-    normalisation statistics, and the log-softmax with everything after it."""
+    additive bias of each fused Attention (AtMan factors and mask), the normalisation statistics, and the
+    log-softmax with everything after it."""
     block = graph_edit.upstream_to_matmul(model, model.get_nodes_by_op_type("Softmax"))
+    producers = model.output_name_to_node()
+    biases = [
+        producers[node.input[3]]
+        for node in model.get_nodes_by_op_type("Attention")
+        if len(node.input) > 3 and node.input[3] in producers
+    ]
+    block |= graph_edit.upstream_to_matmul(model, biases)
     block |= graph_edit.downstream(model, model.get_nodes_by_op_type("LogSoftmax"))
     consumers = model.input_name_to_nodes()
     for node in model.get_nodes_by_op_type("ReduceMean"):  # x * rsqrt(mean(x^2) + eps): keep the eps Add in float32

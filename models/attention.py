@@ -152,7 +152,8 @@ def _visibility_mask(*args, **kwargs) -> torch.Tensor | None:
 
 
 def register() -> None:
-    """Register both modes with transformers' attention and mask interfaces (idempotent)."""
+    """Register both modes, and the fused log-additive attention, with transformers' attention and mask interfaces
+    (idempotent)."""
     for mode, fused in [(mode, False) for mode in MODES] + [("log_additive", True)]:
         name = implementation_name(mode, fused)
         AttentionInterface.register(name, functools.partial(atman_attention, mode=mode, fused=fused))

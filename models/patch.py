@@ -109,7 +109,7 @@ def probe(model: Any, length: int = 6) -> Probe:
     )
 
 
-def check(model: Any, mode: str) -> Architecture:
+def check(model: Any) -> Architecture:
     """Refuse, in one line, a patched model whose attention does not receive the factors in every layer."""
     model = text_model(model)
     spec = architecture(model.config.model_type)

@@ -25,8 +25,9 @@ CHUNK_FROM = 512  # shorter sequences run whole: their scores are small, and lar
 ROW_CACHE_COPIES = 4
 # Beyond its largest call, its keys and values and its factor rows, an explanation holds memory that does not grow
 # with the length: the unperturbed pass's outputs and their copies, and ONNX Runtime's arena, which grows in doubling
-# steps. Measured on SmolLM2 (docs/bench-long-smollm2-cpu.json, 8 span units): 55, 8, 7, 32 and 30 MiB from 256 to
-# 4,096 tokens.
+# steps. Measured on SmolLM2 with attention op by op (8 span units): 55, 8, 7, 32 and 30 MiB from 256 to 4,096 tokens;
+# with fused attention (docs/bench-long-smollm2-cpu.json) the estimate is 0.94x to 1.11x the measured peak above load
+# from 256 to 8,192 tokens but at 512 (1.32x).
 PLAN_OVERHEAD_MB = 40
 POSITIONS_PER_CALL = 512  # in query chunks: rows x chunk per call past which CPU throughput stops rising
 # On a GPU a graph call has a fixed cost that dwarfs a few recomputed positions: the prefix schedule then weighs

@@ -12,6 +12,7 @@ import pytest
 from atman_onnx.cli import main
 from atman_onnx.core.contract import (
     CONTRACT_VERSION,
+    attention_planes,
     graph_inputs,
     graph_outputs,
     load_manifest,
@@ -106,7 +107,7 @@ def test_log_additive_graphs_run_fused_attention(arch, tiny_export):
         ops = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
         assert ops.count("Attention") == (dims["num_layers"] if fused else 0)
         assert ("Softmax" in ops) is not fused
-        assert dims["attention_planes"] == (dims["num_heads"] + 1 if fused else 3 * dims["num_heads"])
+        assert dims["attention_planes"] == attention_planes(dims["num_heads"], fused)
 
 
 def test_unsupported_architecture_fails_in_one_line(tmp_path, capsys, tiny_tokenizer):

@@ -161,7 +161,7 @@ def test_a_layer_the_factors_do_not_reach_is_refused(monkeypatch):
 
     monkeypatch.setitem(registry.ARCHITECTURES, "stablelm", replace(architecture("stablelm"), relay_scale=False))
     with pytest.raises(UnsupportedArchitectureError, match="'stablelm': AtMan factors reached 0 of 2 attention layers"):
-        check(patch(tiny_model("stablelm"), "log_additive"), "log_additive")
+        check(patch(tiny_model("stablelm"), "log_additive"))
 
 
 def test_an_attention_keyword_that_is_not_honoured_is_refused(monkeypatch):
@@ -191,7 +191,7 @@ def test_an_attention_keyword_that_is_not_honoured_is_refused(monkeypatch):
     )
     monkeypatch.setitem(registry.ARCHITECTURES, "gpt_oss", registry.Architecture("gpt_oss", registry.SLIDING))
     with pytest.raises(UnsupportedAttentionError, match="GptOssAttention passes attention keyword 's_aux'"):
-        check(patch(AutoModelForCausalLM.from_config(config), "log_additive"), "log_additive")
+        check(patch(AutoModelForCausalLM.from_config(config), "log_additive"))
 
 
 def test_readme_support_table_is_generated():

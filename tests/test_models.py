@@ -53,7 +53,7 @@ def test_unit_scales_leave_logits_unchanged(arch, mode):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_log_additive_attention_equals_the_explicit_one(arch):
     """The exported graphs' attention (one scaled_dot_product_attention with an additive bias) computes what the
-    reference's explicit arithmetic does, also with a factor of 0 and a cached prefix's worth of keys."""
+    reference's explicit arithmetic does, also with a factor of 0 (grouped heads in llama, not in gpt2)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)

@@ -20,8 +20,9 @@ from pathlib import Path
 import onnx_ir as ir
 from onnxscript.optimizer import optimize_ir
 
+from atman_onnx.core.contract import DEFAULT_OPSET
 from atman_onnx.export import source
-from atman_onnx.export.exporter import DEFAULT_OPSET, _trace
+from atman_onnx.export.exporter import _trace
 from atman_onnx.export.optimise import optimise
 from atman_onnx.models.graph import AtmanGraph
 from atman_onnx.models.patch import check, patch
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     lm, _ = source.load(args.model, None)
-    check(patch(lm, args.mode), args.mode)
+    check(patch(lm, args.mode, fused=True))
     started = time.perf_counter()
     program = _trace(AtmanGraph(lm).eval(), DEFAULT_OPSET)
     print(f"traced in {time.perf_counter() - started:.1f} s: {len(program.model.graph)} nodes", flush=True)

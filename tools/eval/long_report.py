@@ -7,7 +7,7 @@ sentences), mAP (the mean of 1 / its rank: one relevant sentence per item), mean
 
 ``--replay K`` adds, for each search run with a larger top k, the same search replayed with top k = K from its
 cached levels: exact, since a stricter rule scores a subset of the same units (its seconds are not measured, so
-they are left out).
+they are left out). A second table compares searches that end at token level with flat token level's passes.
 
 Usage: python tools/eval/long_report.py [--replay 1 2] [--markdown]
 """
@@ -106,6 +106,25 @@ def main() -> None:
                 f"| {tag} | {n} | {row['items']} | {row['sentences']:.0f} | {row['top1']:.2f} | {row['map']:.2f} | "
                 f"{row['passes']:.1f} | {seconds} |"
             )
+    token_rows(runs)
+
+
+def token_rows(runs: dict[str, list[dict]]) -> None:
+    """For searches down to token level: the token level's own passes and the whole search's, against flat token
+    level's (a pass per prompt token and the unperturbed one), per size."""
+    print()
+    print("| method | documents | items | token level passes | search passes | flat token passes | token / flat |")
+    print("|---|---|---|---|---|---|---|")
+    for tag, results in runs.items():
+        deep = [r for r in results if r.get("levels") and r["levels"][-1]["granularity"] == "token"]
+        for n in sorted({r["documents"] for r in deep}):
+            mine = [r for r in deep if r["documents"] == n and "prompt_tokens" in r]
+            if not mine:
+                continue
+            token = statistics.fmean(len(r["levels"][-1]["spans"]) for r in mine)
+            flat = statistics.fmean(r["prompt_tokens"] + 1 for r in mine)
+            search = statistics.fmean(r["passes"] for r in mine)
+            print(f"| {tag} | {n} | {len(mine)} | {token:.1f} | {search:.1f} | {flat:.0f} | 1/{flat / token:.0f} |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ def atman_runner(args: argparse.Namespace):
             }
             for level in explanation.scored_levels
         ]
-        return {"seconds": seconds, "passes": explanation.timings["passes"], "levels": levels}
+        # prompt_tokens + 1: the passes of flat token level (a unit per prompt token, and the unperturbed pass)
+        return {
+            "seconds": seconds,
+            "passes": explanation.timings["passes"],
+            "prompt_tokens": len(explanation.prompt_ids),
+            "levels": levels,
+        }
 
     tag = f"atman-{args.granularity.replace(',', '-')}-k{args.top_k}-{args.group_level}" + (
         f"-m{args.mass:g}" if args.mass is not None else ""
