@@ -66,7 +66,13 @@ def manipulated_scores(
         hidden = torch.zeros_like(raw, dtype=torch.bool) if visible is None else ~visible
         row_min = raw.masked_fill(hidden, float("inf")).amin(dim=-1, keepdim=True)
         return (raw - row_min) * f * scaling
-    return raw * scaling + torch.log(f.clamp_min(_TINY))
+    return raw * scaling + log_factors(scale)
+
+
+def log_factors(scale: torch.Tensor) -> torch.Tensor:
+    """The log-additive bias of factors [b, k]: log f as [b, 1, 1, k] (float32), a factor of 0 taken as the smallest
+    normal float32 so that every row stays finite."""
+    return torch.log(scale.to(torch.float32).clamp_min(_TINY))[:, None, None, :]
 
 
 def atman_attention(
@@ -130,9 +136,8 @@ def _fused(
 ) -> torch.Tensor:
     """Log-additive attention as one ``scaled_dot_product_attention``: softmax(q.k^T * scaling + log f + mask).v,
     the same arithmetic as the explicit path with grouped key/value heads left to the call."""
-    f = torch.ones(1, key.shape[-2], device=query.device) if scale is None else scale.float()
-    bias = torch.log(f.clamp_min(_TINY))[:, None, None, :]
-    bias = bias.masked_fill(~visible, torch.finfo(torch.float32).min)
+    f = torch.ones(1, key.shape[-2], device=query.device) if scale is None else scale
+    bias = log_factors(f).masked_fill(~visible, torch.finfo(torch.float32).min)
     out = torch.nn.functional.scaled_dot_product_attention(
         query.float(),
         key.float(),
