@@ -9,7 +9,7 @@ sentences), mAP (the mean of 1 / its rank: one relevant sentence per item), mean
 cached levels: exact, since a stricter rule scores a subset of the same units (its seconds are not measured, so
 they are left out). A second table compares searches that end at token level with flat token level's passes.
 
-Usage: python tools/eval/long_report.py [--replay 1 2] [--markdown]
+Usage: python tools/eval/long_report.py [--replay 1 2] [--set natural]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import json
 import statistics
 
-from long_run import RESULTS, SET
+from long_run import SETS
 
 
 def inside(span: list[int], outer: list[int]) -> bool:
@@ -82,10 +82,12 @@ def rows(tag: str, results: list[dict], items: dict[str, dict]) -> dict[int, dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replay", type=int, nargs="*", default=[])
+    parser.add_argument("--set", choices=sorted(SETS), default="synthetic")
     args = parser.parse_args()
-    items = {item["id"]: item for item in json.loads(SET.read_text())["items"]}
+    set_file, results_dir = SETS[args.set]
+    items = {item["id"]: item for item in json.loads(set_file.read_text())["items"]}
     runs = {}
-    for path in sorted(RESULTS.glob("*.jsonl")):
+    for path in sorted(results_dir.glob("*.jsonl")):
         results = [json.loads(line) for line in path.read_text().splitlines()]
         runs[path.stem] = results
         k = next((int(part[1:]) for part in path.stem.split("-") if part.startswith("k") and part[1:].isdigit()), None)

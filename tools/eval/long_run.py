@@ -13,6 +13,7 @@ Both use 2 threads and time only the explanation (the model is loaded once, befo
 
 Usage: python tools/eval/long_run.py EXPORT_DIR --method atman --granularity paragraph,sentence [--sizes 16 32]
        python tools/eval/long_run.py EXPORT_DIR --method contextcite [--sizes 16 32]
+       (``--set natural``: the natural-text set, tools/eval/long_set_natural.json, cached in long-results/natural)
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-SET = Path(__file__).with_name("long_set.json")
-RESULTS = Path(__file__).with_name("long-results")
+HERE = Path(__file__).parent
+# each set: its items (long_set.py) and the folder of its cached results
+SETS = {
+    "synthetic": (HERE / "long_set.json", HERE / "long-results"),
+    "natural": (HERE / "long_set_natural.json", HERE / "long-results" / "natural"),
+}
 
 
 def atman_runner(args: argparse.Namespace):
@@ -133,11 +138,13 @@ def main() -> None:
     parser.add_argument("--group-level", default="auto")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--items", type=int, help="at most this many items per size")
+    parser.add_argument("--set", choices=sorted(SETS), default="synthetic")
     args = parser.parse_args()
-    items = json.loads(SET.read_text())["items"]
+    set_file, results = SETS[args.set]
+    items = json.loads(set_file.read_text())["items"]
     tag, run = atman_runner(args) if args.method == "atman" else contextcite_runner(args)
-    RESULTS.mkdir(exist_ok=True)
-    cache = RESULTS / f"{tag}.jsonl"
+    results.mkdir(parents=True, exist_ok=True)
+    cache = results / f"{tag}.jsonl"
     done = {json.loads(line)["id"] for line in cache.read_text().splitlines()} if cache.exists() else set()
     for n in args.sizes:
         mine = [item for item in items if item["documents"] == n][: args.items]
