@@ -11,6 +11,7 @@ embedding matrix and its processor's files, and the decoder graph takes input em
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import shutil
 import tempfile
@@ -41,7 +42,9 @@ from atman_onnx.core.contract import (
 from atman_onnx.core.errors import AtmanError
 from atman_onnx.export import precision as lighter
 from atman_onnx.export import source
+from atman_onnx.export.alike import TRACED_DEPTH, alike, decoder_layers, shallow
 from atman_onnx.export.optimise import optimise
+from atman_onnx.export.repeat import repeat_layers
 from atman_onnx.export.stages import Log, Stages
 from atman_onnx.export.validate import describe, validate, validate_vision
 from atman_onnx.models.graph import AtmanGraph, VisionGraph
@@ -120,15 +123,32 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
     return program
 
 
+def _trace_alike(graph_module: AtmanGraph, opset: int) -> tuple[torch.onnx.ONNXProgram, str]:
+    """The traced program and how it was made: where every decoder layer is alike (``export.repeat``), trace two
+    and repeat the second to the model's depth; else trace them all."""
+    depth = graph_module.dims["num_layers"]
+    found = decoder_layers(graph_module.body, depth)
+    if depth > TRACED_DEPTH and found and alike(graph_module.config, found[1]):
+        name = found[0]
+        with shallow(graph_module.config, graph_module.body, name):
+            short = copy.copy(graph_module)  # the same modules, at the depth traced
+            short.dims = {**graph_module.dims, "num_layers": TRACED_DEPTH}
+            program = _trace(short, opset)
+        weights = graph_module.state_dict()
+        if repeat_layers(program.model, f"body.{name}", depth, graph_module.takes_embeds, lambda n: weights[n].numpy()):
+            return program, f"{TRACED_DEPTH} of {depth} layers traced, the rest repeated"
+    return _trace(graph_module, opset), f"all {depth} layers traced"
+
+
 def _float32_graph(
     stage: Stages, graph_module: AtmanGraph, path: Path, opset: int, external_data: bool
 ) -> tuple[dict, bool]:
     """Trace, optimise and save the float32 graph to ``path`` and validate it; returns the validation figures and
     whether the graph's attention is ONNX's fused ``Attention`` operator."""
     with stage("trace") as note:
-        program = _trace(graph_module, opset)
+        program, how = _trace_alike(graph_module, opset)
         traced = len(program.model.graph)
-        note(f"torch.export to ONNX opset {opset}, {traced} nodes")
+        note(f"torch.export to ONNX opset {opset}, {traced} nodes ({how})")
     with stage("optimise") as note:
         optimise(program.model)
         fused = sum(node.op_type == "Attention" for node in program.model.graph) == graph_module.dims["num_layers"]

