@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from atman_onnx.models.graph import AtmanGraph
+
 TRACED_DEPTH = 2
 
 
@@ -22,51 +24,61 @@ def decoder_layers(body: torch.nn.Module, depth: int) -> tuple[str, torch.nn.Mod
     return None
 
 
-def _settings(layer: torch.nn.Module) -> list:
-    """A layer's plain settings (numbers, strings, flags of every submodule; not its index) and its buffers."""
+def _settings(layer: torch.nn.Module, config: Any) -> list | None:
+    """What a layer is, weights aside: each submodule's class and attributes (not its index; tensors, such as
+    buffers, by value) and its parameters' names, shapes and types. None for what cannot be compared: a forward set
+    on the instance, or a submodule with a config of its own."""
     out: list = []
     for path, module in layer.named_modules():
-        plain = {
-            k: v
-            for k, v in vars(module).items()
-            if not k.startswith("_") and k != "layer_idx" and isinstance(v, (bool, int, float, str, tuple, type(None)))
-        }
-        out.append((path, type(module).__qualname__, sorted(plain.items(), key=lambda kv: kv[0])))
+        own = {k: v for k, v in vars(module).items() if not k.startswith("_") or k == "_buffers"}
+        if "forward" in own or own.get("config", config) is not config:
+            return None
+        own.pop("layer_idx", None)
+        own.pop("config", None)
+        for key, value in sorted(own.items()):
+            if isinstance(value, torch.Tensor) or key == "_buffers":
+                tensors = value if key == "_buffers" else {key: value}
+                value = {
+                    k: None if t is None else (t.dtype, tuple(t.shape), t.detach().cpu().numpy().tobytes())
+                    for k, t in tensors.items()
+                }
+            elif isinstance(value, torch.nn.Module):
+                continue  # a submodule: compared on its own path
+            out.append((path, type(module).__qualname__, key, repr(value)))
     return [out, [(name, tuple(p.shape), p.dtype) for name, p in layer.named_parameters()]]
 
 
 def alike(config: Any, layers: torch.nn.ModuleList) -> bool:
-    """Whether every layer is the same code with the same settings and buffers as layer 1 (weights aside), and the
-    config's per-layer lists (such as ``layer_types``) hold one value each."""
+    """Whether every layer after the first is what layer 1 is (``_settings``), and the config's per-layer lists
+    (such as ``layer_types``) hold one value each. Layer 0 is held to layer 1 on the traced graph instead."""
     depth = len(layers)
+    if getattr(config, "is_heterogeneous", False):
+        return False
     for value in vars(config).values():
         if isinstance(value, (list, tuple)) and len(value) == depth and len({repr(v) for v in value}) > 1:
             return False
-    first = _settings(layers[1])
-    buffers = dict(layers[1].named_buffers())
-    for layer in list(layers)[2:]:
-        if _settings(layer) != first:
-            return False
-        theirs = dict(layer.named_buffers())
-        if theirs.keys() != buffers.keys() or any(not torch.equal(theirs[k], buffers[k]) for k in buffers):
-            return False
-    return True
+    first = _settings(layers[1], config)
+    return first is not None and all(_settings(layer, config) == first for layer in list(layers)[2:])
 
 
 @contextlib.contextmanager
-def shallow(config: Any, body: torch.nn.Module, name: str) -> Iterator[None]:
-    """The model cut to its first TRACED_DEPTH layers for the duration (its config's depth and per-layer lists
-    too), restored after."""
+def shallow(graph_module: AtmanGraph, name: str) -> Iterator[None]:
+    """The traced module cut to its first TRACED_DEPTH layers for the duration (the body's layer list, the config's
+    depth and per-layer lists, the module's dims), restored after."""
+    body, config, dims = graph_module.body, graph_module.config, graph_module.dims
     layers = getattr(body, name)
-    depth = len(layers)
-    saved = {k: v for k, v in vars(config).items() if isinstance(v, (list, tuple)) and len(v) == depth}
-    saved["num_hidden_layers"] = config.num_hidden_layers
+    saved = {k: v for k, v in vars(config).items() if isinstance(v, (list, tuple)) and len(v) == len(layers)}
+    depth = config.num_hidden_layers
     try:
         setattr(body, name, torch.nn.ModuleList(list(layers)[:TRACED_DEPTH]))
         for key, value in saved.items():
-            setattr(config, key, TRACED_DEPTH if key == "num_hidden_layers" else type(value)(value[:TRACED_DEPTH]))
+            setattr(config, key, type(value)(value[:TRACED_DEPTH]))
+        config.num_hidden_layers = TRACED_DEPTH
+        graph_module.dims = {**dims, "num_layers": TRACED_DEPTH}
         yield
     finally:
         setattr(body, name, layers)
         for key, value in saved.items():
             setattr(config, key, value)
+        config.num_hidden_layers = depth
+        graph_module.dims = dims

@@ -11,7 +11,6 @@ embedding matrix and its processor's files, and the decoder graph takes input em
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ from atman_onnx.export.stages import Log, Stages
 from atman_onnx.export.validate import describe, validate, validate_vision
 from atman_onnx.models.graph import AtmanGraph, VisionGraph
 from atman_onnx.models.patch import check, patch
+from atman_onnx.models.registry import architecture
 
 TWO_GB = 2 * 1024**3
 TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -124,20 +124,22 @@ def _trace(graph_module: AtmanGraph, opset: int) -> torch.onnx.ONNXProgram:
 
 
 def _trace_alike(graph_module: AtmanGraph, opset: int) -> tuple[torch.onnx.ONNXProgram, str]:
-    """The traced program and how it was made: where every decoder layer is alike (``export.repeat``), trace two
-    and repeat the second to the model's depth; else trace them all."""
+    """The traced program and how it was made: where the family allows it and every decoder layer is alike
+    (``export.alike``), two layers traced and the second repeated to the model's depth (``export.repeat``); else
+    every layer traced."""
     depth = graph_module.dims["num_layers"]
     found = decoder_layers(graph_module.body, depth)
-    if depth > TRACED_DEPTH and found and alike(graph_module.config, found[1]):
-        name = found[0]
-        with shallow(graph_module.config, graph_module.body, name):
-            short = copy.copy(graph_module)  # the same modules, at the depth traced
-            short.dims = {**graph_module.dims, "num_layers": TRACED_DEPTH}
-            program = _trace(short, opset)
-        weights = graph_module.state_dict()
-        if repeat_layers(program.model, f"body.{name}", depth, graph_module.takes_embeds, lambda n: weights[n].numpy()):
-            return program, f"{TRACED_DEPTH} of {depth} layers traced, the rest repeated"
-    return _trace(graph_module, opset), f"all {depth} layers traced"
+    if not (depth > TRACED_DEPTH and found and architecture(graph_module.config.model_type).repeat_layers):
+        return _trace(graph_module, opset), f"all {depth} layers traced"
+    if not alike(graph_module.config, found[1]):
+        return _trace(graph_module, opset), f"all {depth} layers traced: they differ"
+    with shallow(graph_module, found[0]):
+        program = _trace(graph_module, opset)
+    tensors = {**dict(graph_module.named_parameters()), **dict(graph_module.named_buffers())}
+    weights = {name: t.detach().numpy() for name, t in tensors.items() if t.dtype != torch.bfloat16}
+    if repeat_layers(program.model, f"body.{found[0]}", depth, graph_module.takes_embeds, weights):
+        return program, f"{TRACED_DEPTH} of {depth} layers traced, the rest repeated"
+    return _trace(graph_module, opset), f"all {depth} layers traced: layer 0 does not mirror layer 1"
 
 
 def _float32_graph(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -117,11 +117,11 @@ def _same(u: ir.Value, v: ir.Value, layered: set[int]) -> bool:
 
 
 def repeat_layers(
-    model: ir.Model, prefix: str, depth: int, takes_embeds: bool, weight: Callable[[str], np.ndarray]
+    model: ir.Model, prefix: str, depth: int, takes_embeds: bool, weights: Mapping[str, np.ndarray]
 ) -> bool:
     """Grow ``model``, traced at depth 2, to ``depth`` layers in place: layer 1's nodes copied for each later
-    layer, on the weights ``weight(name)`` gives for its initializers' names. Returns False, leaving the model
-    as it was, where layer 0 and layer 1 do not mirror each other."""
+    layer, on the tensors ``weights`` holds under its initializers' names. Returns False, leaving the model as
+    it was, where layer 0 and layer 1 do not mirror each other or a later layer's tensor is missing."""
     graph = model.graph
     parts = _split(graph, prefix)
     if parts is None or len(parts[0]) != len(parts[1]) or not parts[1]:
@@ -131,10 +131,15 @@ def repeat_layers(
     earlier = {id(v): (k, j) for k, node in enumerate(first) for j, v in enumerate(node.outputs)}
     if not _mirrors(graph, first, second, prefix, index, earlier):
         return False
+    own = f"{prefix}.1."
+    names = [v.name for n in second for v in n.inputs if v is not None and v.is_initializer() and v.name]
+    later = [f"{prefix}.{i}.{name[len(own) :]}" for name in names if name.startswith(own) for i in range(2, depth)]
+    if any(name not in weights for name in later):
+        return False
     mine = {id(node) for node in first + second}
     copies = [[list(node.outputs) for node in second]]
     for layer in range(TRACED_DEPTH, depth):
-        copies.append(_copy(graph, second, copies[-1], index, earlier, prefix, layer, weight))
+        copies.append(_copy(graph, second, copies[-1], index, earlier, prefix, layer, weights))
         mine.update(id(outs[0].producer()) for outs in copies[-1])
     last = {id(v): copies[-1][k][j] for k, node in enumerate(second) for j, v in enumerate(node.outputs)}
     for node in second:  # what read layer 1's work, outside the layers (the final norm), reads the last layer's
@@ -191,7 +196,7 @@ def _copy(
     earlier: dict[int, tuple[int, int]],
     prefix: str,
     layer: int,
-    weight: Callable[[str], np.ndarray],
+    weights: Mapping[str, np.ndarray],
 ) -> list[list[ir.Value]]:
     """Layer ``layer``'s copy of the template (layer 1's nodes); ``before`` holds the previous layer's outputs.
     Returns the copy's outputs, node by node."""
@@ -219,7 +224,7 @@ def _copy(
         if v.is_initializer() and v.name and v.name.startswith(own1):
             name = own + v.name[len(own1) :]
             if name not in fresh:
-                tensor = ir.tensor(weight(name), name=name)
+                tensor = ir.tensor(weights[name], name=name)
                 fresh[name] = ir.Value(name=name, shape=v.shape, type=v.type, const_value=tensor)
                 graph.register_initializer(fresh[name])
             return fresh[name]
@@ -236,8 +241,8 @@ def _copy(
             name=f"{node.name}.layer{layer}" if node.name else None,
         )
         for old, new in zip(node.outputs, copy.outputs):
-            new.name = outs[outs1.index(old.name)] if old.name in outs1 else f"{old.name}.layer{layer}"
-            new.shape, new.type = old.shape, old.type
+            new.name = outs[outs1.index(old.name)] if old.name in outs1 else old.name and f"{old.name}.layer{layer}"
+            new.shape, new.type = old.shape and old.shape.copy(), old.type
             if old.name in outs1:
                 graph.outputs.append(new)
         graph.append(copy)

@@ -29,6 +29,9 @@ class Architecture:
     relay_scale: bool = False  # the decoder layer drops its keyword arguments: hand atman_scale on by hooks
     experts: str | None = None  # MoE: the experts implementation that traces to ONNX
     logits_divisor: str | None = None  # config field the head's logits are divided by
+    # every layer's choices are attributes set at init, none keyed on its index in forward (transformers 5.25): the
+    # export may trace two layers and repeat the second where all are alike (export/alike.py, tests/test_repeat.py)
+    repeat_layers: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -40,30 +43,35 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("openai-community/gpt2", "distilbert/distilgpt2"),
             ("learned positions", "Conv1D layers"),
             intermediate="n_inner",
+            repeat_layers=True,
         ),
         Architecture(
             "llama",
             LLAMA,
             ("HuggingFaceTB/SmolLM2-135M-Instruct", "meta-llama/Llama-3.2-1B-Instruct"),
             ("grouped-query attention",),
+            repeat_layers=True,
         ),
         Architecture(
             "mistral",
             SLIDING,
             ("mistralai/Mistral-7B-Instruct-v0.3",),
             ("sliding window on every layer (the mask enforces it over a full cache)",),
+            repeat_layers=True,
         ),
         Architecture(
             "qwen2",
             SLIDING,
             ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct"),
             ("q/k/v biases", "sliding window on layers >= max_window_layers when use_sliding_window"),
+            repeat_layers=True,
         ),
         Architecture(
             "qwen3",
             SLIDING,
             ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B"),
             ("per-head q/k RMSNorm", "sliding window when use_sliding_window"),
+            repeat_layers=True,
         ),
         Architecture(
             "qwen3_moe",
@@ -71,6 +79,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("Qwen/Qwen3-30B-A3B",),
             ("experts traced with batched_mm",),
             experts="batched_mm",
+            repeat_layers=True,
         ),
         Architecture(
             "mixtral",
@@ -78,12 +87,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("mistralai/Mixtral-8x7B-Instruct-v0.1",),
             ("experts traced with batched_mm", "sliding window"),
             experts="batched_mm",
+            repeat_layers=True,
         ),
         Architecture(
             "gemma",
             LLAMA,
             ("google/gemma-2b-it", "google/gemma-7b-it"),
             ("embeddings scaled by sqrt(hidden) inside the embedding module",),
+            repeat_layers=True,
         ),
         Architecture(
             "gemma2",
@@ -114,8 +125,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             SLIDING,
             ("microsoft/Phi-3.5-mini-instruct", "microsoft/Phi-4-mini-instruct"),
             ("fused qkv projection", "sliding window when configured"),
+            repeat_layers=True,
         ),
-        Architecture("phi", LLAMA, ("microsoft/phi-2",), ("partial rotary", "biased LM head")),
+        Architecture("phi", LLAMA, ("microsoft/phi-2",), ("partial rotary", "biased LM head"), repeat_layers=True),
         Architecture(
             "smollm3", SLIDING, ("HuggingFaceTB/SmolLM3-3B",), ("NoPE layers", "sliding window when configured")
         ),
@@ -125,12 +137,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("ibm-granite/granite-3.3-2b-instruct", "ibm-granite/granite-3.1-8b-instruct"),
             ("scaling attention_multiplier", "embedding and residual multipliers", "logits divided by logits_scaling"),
             logits_divisor="logits_scaling",
+            repeat_layers=True,
         ),
         Architecture(
             "olmo2",
             LLAMA,
             ("allenai/OLMo-2-0425-1B-Instruct", "allenai/OLMo-2-1124-7B-Instruct"),
             ("q/k RMSNorm over the full projection", "post-norm layers"),
+            repeat_layers=True,
         ),
         Architecture(
             "stablelm",
@@ -138,20 +152,29 @@ ARCHITECTURES: dict[str, Architecture] = {
             ("stabilityai/stablelm-2-1_6b-chat", "stabilityai/stablelm-2-zephyr-1_6b"),
             ("decoder layer drops keyword arguments: atman_scale handed on by hooks", "partial rotary"),
             relay_scale=True,
+            repeat_layers=True,
         ),
         Architecture(
             "gpt_neox",
             LLAMA,
             ("EleutherAI/pythia-160m", "EleutherAI/pythia-1.4b"),
             ("no key/value head attribute: heads read from tensor shapes", "partial rotary", "parallel residual"),
+            repeat_layers=True,
         ),
-        Architecture("starcoder2", SLIDING, ("bigcode/starcoder2-3b",), ("sliding window on every layer", "biases")),
+        Architecture(
+            "starcoder2",
+            SLIDING,
+            ("bigcode/starcoder2-3b",),
+            ("sliding window on every layer", "biases"),
+            repeat_layers=True,
+        ),
         Architecture(
             "gptj",
             LLAMA,
             ("EleutherAI/gpt-j-6b",),
             ("interleaved partial rotary", "biased LM head"),
             intermediate="n_inner",
+            repeat_layers=True,
         ),
     ]
 }

@@ -2,10 +2,10 @@
 
 For each revision: clone this repository into a temporary folder, check the revision out, and run the three steps
 of its ``tools/demo.sh`` one by one under an empty ``ATMAN_ONNX_CACHE`` (so the GGUF is converted again): the
-set-up (``tools/setup.sh``: the virtualenv and every package), the export of SmolLM2, and the explanation. The
-whole first run is their sum. The export's own stage lines (load, trace, optimise, save, validate) are kept where
-the revision prints them. Revisions run one after another on the same machine: run it on a quiet one, and read
-the ratios.
+set-up (``tools/setup.sh``: a new virtualenv and what the demo installs; pip's own cache is the machine's, shared by
+every revision), the export of SmolLM2, and the explanation. The whole first run is their sum. The export's stage
+lines (load, trace, optimise, save, validate) are kept where the revision prints them, and its trace line's note.
+Revisions run one after another on the same machine: run it on a quiet one, and read the ratios.
 
 Usage: python tools/first_run.py f741531 HEAD [--json OUT]
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ".atman/smollm2-log_additive"
 PROMPT = "Alice lives in Paris and Bob lives in Rome. Bob lives in the city of"
-STAGE = re.compile(r"^\s*(load|trace|optimise|save|validate)\b.*?(\d+(?:\.\d+)?) ?s\b")
+STAGE = re.compile(r"^(load|trace|optimise|save|validate) +(\d+\.\d) s  (.*)$")  # stages.py's line
 
 
 def step(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -51,7 +51,8 @@ def first_run(revision: str) -> dict:
         cli = str(clone / ".venv/bin/atman-onnx")
         export, log = step([cli, "export", "bundled:smollm2", OUT_DIR, "--mode", "log_additive"], clone, env)
         explain, said = step([cli, "explain", OUT_DIR, "--prompt", PROMPT, "--max-new-tokens", "4"], clone, env)
-    stages = {m[1]: float(m[2]) for m in map(STAGE.match, log.splitlines()) if m}
+    lines = [m for m in map(STAGE.match, log.splitlines()) if m]
+    stages = {m[1]: float(m[2]) for m in lines}
     warnings = [line for line in (log + said).splitlines() if "fall" in line.lower() or "Warning" in line]
     return {
         "revision": revision,
@@ -61,6 +62,7 @@ def first_run(revision: str) -> dict:
         "explain_s": explain,
         "first_run_s": setup + export + explain,
         "export_stages_s": stages,
+        "trace_note": next((m[3] for m in lines if m[1] == "trace"), None),
         "warning_lines": warnings,
     }
 
