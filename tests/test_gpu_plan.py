@@ -206,3 +206,21 @@ def test_a_resident_graph_cuts_and_joins_keys_on_its_device(tiny_export):
     for old, added, both in zip(rows, new, joined):
         assert np.array_equal(both.numpy(), np.concatenate([old.numpy(), added.numpy()], axis=2))
     assert graph.extend(None, new) == new
+
+
+def test_the_gpu_check_runs_every_step_on_cpu(tiny_export, tmp_path):
+    """tools/gpu_check.py's dry run: the script a lent device runs must not break between loans."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+    model = tiny_export("llama", "log_additive")
+    options = ["--provider", "cpu", "--model", str(model), "--skip", "pytest", "export", "--lengths", "24"]
+    options += ["--long-tokens", "60", "--bench-lengths", "24", "--repeats", "1"]
+    done = subprocess.run([sys.executable, str(tool), str(tmp_path), *options], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    steps = json.loads((tmp_path / "summary.json").read_text())["steps"]
+    ran = {s["step"]: s["status"] for s in steps if s["step"] not in ("pytest", "export")}
+    assert ran and set(ran.values()) == {"passed"}, ran

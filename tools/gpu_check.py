@@ -272,7 +272,12 @@ def step_bench(args: argparse.Namespace, length: int) -> dict:
     from atman_onnx import ExplainRequest
 
     explainer = open_explainer(args)
-    batch = explainer._batch_size(length + TARGET_TOKENS - 1, TARGET_TOKENS, ExplainRequest(prompt="x"))
+    prompt, target = text_of(explainer, length)
+    request = ExplainRequest(prompt=prompt, target=target)
+    prepared = explainer.prepare(request)
+    ids = list(prepared.target_ids)
+    fed = list(prepared.prompt.ids) + ids[:-1]
+    batch = explainer.plan(fed, ids, list(prepared.units), request).batch_size  # the device's budget's choice
     del explainer  # its device memory back before bench's processes start
     report = Path(args.out) / f"bench-{length}.json"
     command = [
