@@ -47,13 +47,14 @@ def first_run(revision: str) -> dict:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True)
         env = {**os.environ, "ATMAN_ONNX_CACHE": str(cache)}
         env.pop("VIRTUAL_ENV", None)
-        setup, _ = step(["bash", "tools/setup.sh"], clone, env)
+        setup, installed = step(["bash", "tools/setup.sh"], clone, env)
         cli = str(clone / ".venv/bin/atman-onnx")
         export, log = step([cli, "export", "bundled:smollm2", OUT_DIR, "--mode", "log_additive"], clone, env)
         explain, said = step([cli, "explain", OUT_DIR, "--prompt", PROMPT, "--max-new-tokens", "4"], clone, env)
     lines = [m for m in map(STAGE.match, log.splitlines()) if m]
     stages = {m[1]: float(m[2]) for m in lines}
-    warnings = [line for line in (log + said).splitlines() if "fall" in line.lower() or "Warning" in line]
+    # a provider fallback, or a Python warning (a build backend's too); not pip's own "WARNING:" about the machine
+    warnings = [line for line in (installed + log + said).splitlines() if "fall" in line.lower() or "Warning" in line]
     return {
         "revision": revision,
         "commit": commit.stdout.strip(),

