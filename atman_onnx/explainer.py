@@ -251,14 +251,23 @@ class Explainer:
             columns = token_columns(target_tokens, request.target_granularity)
         follow = tuple(columns) if columns is not None and request.target_granularity == "sentence" else None
         rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level, follow)
-        named, report = list(zip(request.levels, levels)), on_level if len(levels) > 1 else None
+
+        def in_columns(level: Level) -> Level:
+            """A level with the explanation's columns: target tokens summed into sentences or the whole."""
+            return (
+                level if columns is None else dataclasses.replace(level, relevance=by_columns(level.relevance, columns))
+            )
+
+        stream = on_level if len(levels) > 1 else None  # each level as the result will hold it
+        report = None if stream is None else (lambda level: stream(in_columns(level)))
+        named = list(zip(request.levels, levels))
         searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, report)
+        searched = [in_columns(level) for level in searched]
         plans = scorer.plans
         if contrast_ids is not None:
             target_tokens = [f"{target} (vs {request.contrast})"]
         elif columns is not None:
             target_tokens = ["".join(target_tokens[t] for t in column) for column in columns]
-            searched = [dataclasses.replace(lv, relevance=by_columns(lv.relevance, columns)) for lv in searched]
         finest = searched[-1]
         finished = time.perf_counter()
         return Explanation(

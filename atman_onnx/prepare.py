@@ -114,9 +114,10 @@ def request_units(
     too, unless there is a contrast) and an image-text prompt's image units (``vision`` preprocessed ``images``),
     in the order of their first positions, the image layout tokens in no text unit."""
     tokens = fed_tokens(codec, encoded, list(target_ids))
+    last = len(request.levels) - 1
     levels = tuple(
-        level_units(codec, vision, encoded, target, tokens, images, request, granularity)
-        for granularity in request.levels
+        level_units(codec, vision, encoded, target, tokens, images, request, granularity, finest=i == last)
+        for i, granularity in enumerate(request.levels)
     )
     return tuple(tokens), levels
 
@@ -130,14 +131,17 @@ def level_units(
     images: Processed | None,
     request: ExplainRequest,
     granularity: str,
+    finest: bool = True,
 ) -> tuple[Unit, ...]:
-    """The units of one granularity (``request_units``)."""
+    """The units of one granularity (``request_units``). Spans and documents are the prompt's: the fed target goes
+    token by token at the finest level, by paragraph above a finer one (so that the finer level's units nest)."""
     spans = None if request.spans is None else list(request.spans)
     within = None if request.include_template else encoded.content
     if encoded.documents is not None:  # only the documents are explained; each one unit at granularity 'document'
         within = encoded.documents
         if granularity == "document":
             granularity, spans = "spans", list(encoded.documents)
+    target_level = "paragraph" if granularity == "spans" and not finest else None
     units = make_units(
         encoded.text,
         target,
@@ -148,6 +152,7 @@ def level_units(
         request.delimiter,
         within,
         with_target=request.contrast is None,
+        target_level=target_level,
     )
     if images is not None:
         assert vision is not None  # the images were preprocessed by it

@@ -86,23 +86,26 @@ def make_units(
     delimiter: str | None,
     within: list[tuple[int, int]] | None,
     with_target: bool,
+    target_level: str | None = None,
 ) -> list[Unit]:
     """The units to suppress: prompt groups (only inside ``within`` when given, e.g. chat message contents), then,
-    when ``with_target``, the fed target tokens grouped alike."""
-    segments = [("prompt", prompt_text, range(n_prompt), within)]
+    when ``with_target``, the fed target tokens grouped alike, or at ``target_level`` when given (spans are the
+    prompt's, so under "spans" the target goes token by token unless told otherwise)."""
+    segments = [("prompt", prompt_text, range(n_prompt), within, granularity)]
     if with_target:  # only the fed part of the target (all but its last token) can be suppressed
         fed_target = target_text[: tokens[-1].end] if len(tokens) > n_prompt else ""
-        segments.append(("target", fed_target, range(n_prompt, len(tokens)), None))
+        level = target_level or ("token" if granularity == "spans" else granularity)
+        segments.append(("target", fed_target, range(n_prompt, len(tokens)), None, level))
     units = []
-    for segment, text, positions, inside in segments:
-        if granularity == "token" or (granularity == "spans" and segment == "target"):
+    for segment, text, positions, inside, level in segments:
+        if level == "token":
             for p in positions:
                 start, end = tokens[p].start, tokens[p].end
                 if inside is None or any(lo < end and start < hi for lo, hi in inside):
                     units.append(Unit(tokens[p].text, start, end, segment, (p,)))
             continue
         offsets = [(tokens[p].start, tokens[p].end) for p in positions]
-        for group in token_groups(offsets, text, text_spans(text, granularity, spans, delimiter, inside)):
+        for group in token_groups(offsets, text, text_spans(text, level, spans, delimiter, inside)):
             members = tuple(positions[i] for i in group.positions)
             units.append(Unit(text[group.start : group.end], group.start, group.end, segment, members))
     if not units:

@@ -34,6 +34,27 @@ def test_documents_go_before_the_question_and_are_each_one_unit(tiny_export):
     assert len(prompt_units) == 2  # the question is not a unit, nor are the documents' headings
 
 
+def test_a_longer_answer_nests_under_documents(tiny_export):
+    """Documents are the prompt's units; above a finer level the fed answer is one paragraph unit, so that its
+    sentences and tokens nest (token by token they would cross it), and a flat document run keeps its tokens."""
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    target = " Paris is the capital. The dog met the fox"
+    chain = explainer.explain(QUESTION, target, documents=DOCUMENTS, granularity="document,sentence,token")
+    first, second = ([u for u in level.units if u.segment == "target"] for level in chain.levels[:2])
+    flat = explainer.explain(QUESTION, target, documents=DOCUMENTS, granularity="document")
+    fed = [u.positions for u in flat.units if u.segment == "target"]  # all but the last target token
+    assert len(fed) > 2 and all(len(p) == 1 for p in fed)
+    assert len(first) == 1 and first[0].positions == tuple(p for u in second for p in u.positions)
+    assert set(first[0].positions) <= {p for (p,) in fed}  # whitespace-only tokens lie in no paragraph
+    assert [u.text for u in second] == ["Paris is the capital.", "The dog met the fox"[: len(second[1].text)]]
+    sentences = explainer.explain(QUESTION, target, documents=DOCUMENTS, granularity="sentence")
+    want = {(u.segment, u.start, u.end): r for u, r in zip(sentences.units, sentences.relevance)}
+    got = {(u.segment, u.start, u.end): r for u, r in zip(chain.levels[1].units, chain.levels[1].relevance)}
+    assert got.keys() <= want.keys() and got
+    for key, row in got.items():
+        assert abs(row - want[key]).max() < 1e-5
+
+
 def test_a_template_that_takes_documents_renders_them(tiny_export):
     explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
     codec = explainer.codec

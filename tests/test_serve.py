@@ -223,16 +223,40 @@ def test_explain_stream(client, tiny):
     np.testing.assert_allclose(result["relevance"], direct["relevance"], atol=1e-5)
 
 
-def test_a_search_streams_each_level_before_the_result(client, tiny):
-    prompt = "The dog met the fox. The fox sleeps.\n\nThe capital of France is Paris.\n\nThe dog sleeps in the"
-    body = {"model": tiny.name, "prompt": prompt, "target": TARGET, "granularity": ["paragraph", "sentence"]}
+LEVELS_PROMPT = "The dog met the fox. The fox sleeps.\n\nThe capital of France is Paris.\n\nThe dog sleeps in the"
+DOCUMENTS = ["The dog met the fox. The fox sleeps.", {"title": "France", "text": "The capital of France is Paris."}]
+
+
+@pytest.mark.parametrize(
+    "fields, names",
+    [
+        ({"prompt": LEVELS_PROMPT, "granularity": ["paragraph", "sentence"]}, ["paragraph", "sentence"]),
+        (
+            {
+                "prompt": "The dog sleeps in the",
+                "documents": DOCUMENTS,
+                "granularity": "document,sentence",
+                "target": " garden. The fox sleeps too",
+                "target_granularity": "sentence",
+            },
+            ["document", "sentence"],
+        ),
+    ],
+    ids=["paragraphs", "documents-answer-sentences"],
+)
+def test_a_search_streams_each_level_before_the_result(client, tiny, fields, names):
+    body = {"model": tiny.name, "target": TARGET, **fields}
     with client.stream("POST", "/v1/explain", json=body, headers=SSE) as reply:
         got = events(reply.iter_lines())
     levels = [data for name, data in got if name == "level"]
     name, result = got[-1]
-    assert name == "result" and [lv["granularity"] for lv in levels] == ["paragraph", "sentence"]
+    assert name == "result" and [lv["granularity"] for lv in levels] == names
     assert [{k: v for k, v in lv.items() if k != "request_id"} for lv in levels] == result["levels"]
     assert result["units"] == levels[-1]["units"] and result["format_version"] == 4
+    columns = len(result["target_tokens"])  # one per answer sentence where asked, in the events as in the result
+    assert all(len(row) == columns for lv in levels for row in lv["relevance"])
+    direct = Explainer.load(tiny, provider="cpu").run(ExplainRequest.from_dict({"target": TARGET, **fields}))
+    np.testing.assert_allclose(result["relevance"], direct.relevance, atol=1e-5)
 
 
 def test_request_ids_in_headers_bodies_events_and_the_log(server, client, tiny):
