@@ -25,7 +25,6 @@ from atman_onnx.runtime.execute import Executor, LocalExecutor, Stop, unperturbe
 from atman_onnx.runtime.generate import generate
 from atman_onnx.runtime.groups import token_columns
 from atman_onnx.runtime.plan import Plan
-from atman_onnx.runtime.score import by_columns
 from atman_onnx.runtime.search import Level, Rule, cover_warnings, search
 from atman_onnx.runtime.session import Graph
 from atman_onnx.runtime.sizing import DEFAULT_MEMORY_BUDGET_MB, Sizing, size_calls
@@ -252,17 +251,11 @@ class Explainer:
         follow = tuple(columns) if columns is not None and request.target_granularity == "sentence" else None
         rule = Rule(request.refine_top_k, request.refine_mass, request.max_passes, request.group_level, follow)
 
-        def in_columns(level: Level) -> Level:
-            """A level with the explanation's columns: target tokens summed into sentences or the whole."""
-            return (
-                level if columns is None else dataclasses.replace(level, relevance=by_columns(level.relevance, columns))
-            )
-
         stream = on_level if len(levels) > 1 else None  # each level as the result will hold it
-        report = None if stream is None else (lambda level: stream(in_columns(level)))
+        report = None if stream is None else (lambda level: stream(level.in_columns(columns)))
         named = list(zip(request.levels, levels))
         searched = search(encoded.text, named, rule, scorer, len(completions), scorer.expect, report)
-        searched = [in_columns(level) for level in searched]
+        searched = [level.in_columns(columns) for level in searched]
         plans = scorer.plans
         if contrast_ids is not None:
             target_tokens = [f"{target} (vs {request.contrast})"]

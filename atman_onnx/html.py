@@ -249,6 +249,17 @@ def render_html(explanation: Explanation) -> str:
     scale = scale or 1.0
     images = _image_ranges(explanation)
     end = max((u.end for u in explanation.units if u.segment == "prompt"), default=0)
+    coarse = [  # the coarser levels of a search (documents, paragraphs), ranked beside the finest; not its own groups
+        {
+            "granularity": level.granularity,
+            "sources": [u.text for u in level.units if u.segment == "prompt"],
+            "relevance": [
+                np.asarray(r, float).tolist() for u, r in zip(level.units, level.relevance) if u.segment == "prompt"
+            ],
+        }
+        for level in explanation.levels[:-1]
+        if level.granularity != "group"
+    ]
     data = {
         "relevance": np.asarray(explanation.relevance, dtype=float).tolist(),
         "total": total.tolist(),
@@ -256,6 +267,7 @@ def render_html(explanation: Explanation) -> str:
         "noun": NOUNS[explanation.target_granularity],
         "sources": [u.text for u in explanation.units if u.segment == "prompt"],
         "source_index": [i for i, u in enumerate(explanation.units) if u.segment == "prompt"],
+        "coarse": coarse,
         "top": TOP_SOURCES,
         "pos": POSITIVE,
         "neg": NEGATIVE,
@@ -272,6 +284,7 @@ def render_html(explanation: Explanation) -> str:
         heatmap=_heatmap(explanation, total, scale, images),
         tail=_uncovered(explanation.prompt[end:].rstrip("\n"), end, images),
         has_images=bool(explanation.images),
+        coarse=[level["granularity"] for level in coarse],
         data=data,
         positive=POSITIVE,
         negative=NEGATIVE,

@@ -52,6 +52,10 @@ class Level:
     units: tuple[Unit, ...]
     relevance: np.ndarray
 
+    def in_columns(self, columns: list[tuple[int, ...]] | None) -> Level:
+        """This level with its target tokens summed into ``columns`` (answer sentences, the whole); None: as is."""
+        return self if columns is None else Level(self.granularity, self.units, by_columns(self.relevance, columns))
+
 
 def nest(parents: Sequence[Unit], children: Sequence[Unit], names: tuple[str, str]) -> list[int]:
     """For each child unit, the first parent whose positions hold all of its positions; ``InputError`` naming the

@@ -3,6 +3,7 @@ coloured by relevance, a unit's score on hover or tap, and recoloured for one ta
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 
@@ -12,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from atman_onnx import Explanation, Token, Unit
 from atman_onnx.palette import css
+from atman_onnx.runtime.search import Level
 
 PROMPT = "<b>Paris</b> & Rome:\n  capitals"
 TARGET = " of France"
@@ -126,3 +128,24 @@ def test_selecting_a_target_token_recolours(report):
     expect(report.locator("#info")).to_have_text(
         "#1 \u201c<b>Paris</b>\u201d (prompt): relevance +2.0000 for target token \u201c of\u201d"
     )
+
+
+def test_a_search_ranks_each_coarser_level_too(page: Page):
+    """With levels (paragraphs, then their tokens), the report ranks the paragraphs as well as the finest units, for
+    all of the target and for one target token; a search's own group level is not listed."""
+    explanation = make_explanation()
+    paragraphs = (
+        Unit("<b>Paris</b> & Rome:", 0, 21, "prompt", (1, 2, 3)),
+        Unit("  capitals", 21, 31, "prompt", (4,)),
+        Unit(" of", 0, 3, "target", (5,)),
+    )
+    rows = np.array([[0.3, 1.5], [0.9, 0.1], [0.05, 0.3]], np.float32)
+    finest = Level("token", tuple(explanation.units), explanation.relevance)
+    groups = Level("group", paragraphs[:2], rows[:2])
+    searched = dataclasses.replace(explanation, levels=(groups, Level("paragraph", paragraphs, rows), finest))
+    page.set_content(searched.to_html())
+    expect(page.locator("h2", has_text="Most relevant groups")).to_have_count(0)
+    expect(page.locator("#sources-0 li")).to_have_text(["+1.8000  <b>Paris</b> & Rome:", "+1.0000    capitals"])
+    page.click(".selector button[data-t='0']")
+    expect(page.locator("#sources-0 li")).to_have_text(["+0.9000    capitals", "+0.3000  <b>Paris</b> & Rome:"])
+    expect(page.locator("#sources li").first).to_have_text("+2.0000  <b>Paris</b>")

@@ -7,6 +7,14 @@ function colour(v) {
   return "rgb(" + end.map(c => Math.round(255 + (c - 255) * a)).join(", ") + ")";
 }
 function values(t) { return t < 0 ? DATA.total : DATA.relevance.map(row => row[t]); }
+function rank(id, scored) {  // scored: [value, text] pairs; the top ones, highest first
+  const ranked = scored.sort((a, b) => b[0] - a[0]).slice(0, DATA.top);
+  document.getElementById(id).replaceChildren(...ranked.map(([v, text]) => {
+    const li = document.createElement("li");
+    li.textContent = fmt(v) + "  " + show(text);
+    return li;
+  }));
+}
 function selectTarget(t) {  // t: a target token index, or -1 for all target tokens (their sum)
   current = t === "all" ? -1 : Number(t);
   const vals = values(current), scale = vals.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
@@ -20,12 +28,9 @@ function selectTarget(t) {  // t: a target token index, or -1 for all target tok
   document.getElementById("hi").textContent = fmt(scale);
   document.getElementById("for").textContent =
     current < 0 ? "all of the target (sum)" : DATA.noun + " \u201c" + show(DATA.tokens[current]) + "\u201d";
-  const ranked = DATA.sources.map((text, k) => [vals[DATA.source_index[k]], text]).sort((a, b) => b[0] - a[0]);
-  document.getElementById("sources").replaceChildren(...ranked.slice(0, DATA.top).map(([v, text]) => {
-    const li = document.createElement("li");
-    li.textContent = fmt(v) + "  " + show(text);
-    return li;
-  }));
+  rank("sources", DATA.sources.map((text, k) => [vals[DATA.source_index[k]], text]));
+  DATA.coarse.forEach((level, k) => rank("sources-" + k, level.sources.map((text, u) =>
+    [current < 0 ? level.relevance[u].reduce((a, b) => a + b, 0) : level.relevance[u][current], text])));
   document.querySelectorAll(".selector button").forEach(b => b.classList.toggle("active", +b.dataset.t === current));
 }
 function inspect(el) {
