@@ -137,8 +137,8 @@ def level_units(
     token by token at the finest level, by paragraph above a finer one (so that the finer level's units nest)."""
     spans = None if request.spans is None else list(request.spans)
     within = None if request.include_template else encoded.content
-    if encoded.documents is not None:  # only the documents are explained; each one unit at granularity 'document'
-        within = encoded.documents
+    if encoded.documents is not None:  # only the documents are explained, unless asked; each one unit at 'document'
+        within = None if request.include_template else encoded.documents
         if granularity == "document":
             granularity, spans = "spans", list(encoded.documents)
     target_level = "paragraph" if granularity == "spans" and not finest else None

@@ -97,7 +97,9 @@ class ExplainRequest:
         default=None,
         flag="--document",
     )
-    include_template: bool = spec("for chat prompts, explain the template's tokens too", default=False)
+    include_template: bool = spec(
+        "explain the chat template's tokens too; with documents, the question and the headings as well", default=False
+    )
     contrast: str | None = spec(
         "explain why the model says target rather than this completion (one column of relevance)", default=None
     )
@@ -222,9 +224,12 @@ def _check_together(r: ExplainRequest) -> None:
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")
 
 
+HELD_WORDS = 5  # a document this long found in the prompt was put there as well; a shorter one may be a quote
+
+
 def _check_documents(r: ExplainRequest, texts: list[str]) -> None:
-    """Documents that are there, not empty, and not in the prompt's ``texts`` already; granularity 'document'
-    needs them."""
+    """Documents that are there, not empty, and not in the prompt's ``texts`` already (those of ``HELD_WORDS`` words
+    or more); granularity 'document' needs them."""
     documents = r.document_texts
     if documents is None:
         if "document" in r.levels:
@@ -235,7 +240,7 @@ def _check_documents(r: ExplainRequest, texts: list[str]) -> None:
     for i, (_, text) in enumerate(documents, 1):
         if not text.strip():
             raise InputError(f"field 'documents': document {i} is empty")
-        if any(text.strip() in t for t in texts):
+        if len(text.split()) >= HELD_WORDS and any(text.strip() in t for t in texts):
             raise InputError(f"field 'documents': the prompt already holds document {i}; give the question alone")
 
 

@@ -34,6 +34,15 @@ def test_documents_go_before_the_question_and_are_each_one_unit(tiny_export):
     assert len(prompt_units) == 2  # the question is not a unit, nor are the documents' headings
 
 
+def test_the_question_and_headings_are_units_when_asked_for(tiny_export):
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    asked = explainer.explain(QUESTION, TARGET, documents=DOCUMENTS, granularity="sentence", include_template=True)
+    texts = [u.text for u in asked.units if u.segment == "prompt"]
+    assert any("Document 2" in t for t in texts) and any(QUESTION in t for t in texts)
+    plain = explainer.explain(QUESTION, TARGET, documents=DOCUMENTS, granularity="sentence")
+    assert [u.text for u in plain.units if u.segment == "prompt"] == [DOCUMENTS[0], DOCUMENTS[1]["text"]]
+
+
 def test_a_longer_answer_nests_under_documents(tiny_export):
     """Documents are the prompt's units; above a finer level the fed answer is one paragraph unit, so that its
     sentences and tokens nest (token by token they would cross it), and a flat document run keeps its tokens."""
@@ -71,13 +80,18 @@ def test_a_template_that_takes_documents_renders_them(tiny_export):
     assert [encoded.text[a:b] for a, b in encoded.documents] == ["The dog met the fox.", "Paris is big."]
 
 
+def test_a_short_document_may_also_occur_in_the_question():
+    request = ExplainRequest.from_dict({"prompt": QUESTION, "documents": ["France", "capital of"]})
+    assert request.document_texts == (("", "France"), ("", "capital of"))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
         ({"documents": []}, "field 'documents': the list is empty"),
         ({"documents": ["fine", "  "]}, "field 'documents': document 2 is empty"),
         ({"documents": [{"title": "x"}]}, "field 'documents' must be a list of texts or {title, text} objects"),
-        ({"documents": ["capital of"]}, "field 'documents': the prompt already holds document 1"),
+        ({"documents": ["Yes.", "The capital of France is"]}, "field 'documents': the prompt already holds document 2"),
         ({"documents": None, "granularity": "document"}, "granularity 'document' needs documents"),
     ],
 )
