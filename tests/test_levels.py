@@ -101,7 +101,8 @@ def test_levels_that_do_not_nest_are_named():
         nest(_units([(0, 10), (10, 20)]), _units([(5, 15)]), ("spans", "sentence"))
 
 
-@pytest.mark.parametrize("arch, mode", [("llama", "log_additive"), ("gpt2", "multiplicative")])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("mode", ["log_additive", "multiplicative"])
 def test_refined_scores_equal_flat_scores(tiny_export, arch, mode):
     explainer = Explainer.load(tiny_export(arch, mode), provider="cpu")
     chain = ("paragraph", "sentence", "token")
@@ -183,3 +184,24 @@ def test_each_answer_sentence_gets_its_own_sources(tiny_export):
     flat = {(u.start, u.end): row for u, row in zip(cited.units, cited.relevance)}
     for unit, row in zip(chain.units, chain.relevance):  # exact: as the flat sentence level scores them
         np.testing.assert_allclose(row, flat[unit.start, unit.end], atol=1e-5)
+
+
+def test_a_stop_ends_a_search_between_batches_of_a_later_level(tiny_export):
+    """Stop works across the whole search: set after the first batch of the second level, nothing more runs."""
+    from atman_onnx import ExplainRequest
+    from atman_onnx.runtime.execute import Stop, Stopped
+
+    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    options = {"granularity": "paragraph,sentence", "group_level": "off", "batch_size": 1}
+    request = ExplainRequest(prompt=PROMPT, target=TARGET, **options)
+    stop, levels, progress = Stop(), [], []
+
+    def on_progress(done: int, total: int) -> None:
+        progress.append((done, total))
+        if levels and done > len(levels[0].units):  # the second level's first batch is in
+            stop.set("enough")
+
+    with pytest.raises(Stopped, match="enough"):
+        explainer.run(request, on_progress=on_progress, stop=stop, on_level=levels.append)
+    assert len(levels) == 1 and progress[-1][0] == len(levels[0].units) + 1  # one row of the second level, no more
+    assert progress[-1][1] > progress[-1][0]  # counted against the whole search

@@ -121,11 +121,16 @@ def test_split_explanation_equals_local_with_progress_after_every_batch(cluster,
             assert len(seen["split"]) == len(seen["local"]) == len(plan.batches) + (plan.settled > 0)
             assert seen["split"][-1] == seen["local"][-1] == (n_units, n_units)
             assert [d for d, _ in seen["split"]] == sorted(d for d, _ in seen["split"])
-        chain = {"granularity": "sentence,word", "refine_top_k": 1}  # a search: every level's batches on Ray
-        want, got = local.explain(PROMPT, TARGET, **chain), split.explain(PROMPT, TARGET, **chain)
-        assert [len(lv.units) for lv in got.levels] == [len(lv.units) for lv in want.levels]
-        for a, b in zip(got.levels, want.levels):
-            np.testing.assert_allclose(a.relevance, b.relevance, rtol=0, atol=1e-6)
+        cited = {  # documents, then their sentences, with each answer sentence's sources
+            "documents": ["The dog met the fox. The fox sleeps.", {"title": "France", "text": "Paris is in France."}],
+            "granularity": "document,sentence",
+            "target_granularity": "sentence",
+        }
+        for chain in ({"granularity": "sentence,word", "refine_top_k": 1}, cited):  # every level's batches on Ray
+            want, got = local.explain(PROMPT, TARGET, **chain), split.explain(PROMPT, TARGET, **chain)
+            assert [len(lv.units) for lv in got.levels] == [len(lv.units) for lv in want.levels]
+            for a, b in zip(got.levels, want.levels):
+                np.testing.assert_allclose(a.relevance, b.relevance, rtol=0, atol=1e-6)
     assert split.executor.actors == [] and _cpus_come_back()  # given back on leaving
     with pytest.raises(ClusterError, match="this Ray executor is closed"):
         split.explain(PROMPT, TARGET)

@@ -72,6 +72,10 @@ def test_round_trips_through_json():
         ({"schedule": "fast"}, "unknown schedule 'fast'; available: prefix, naive"),
         ({"granularity": "spans", "spans": None}, "granularity 'spans' needs character spans or a delimiter"),
         ({"granularity": "word", "spans": [[0, 3]]}, "spans and delimiter need granularity 'spans', not 'word'"),
+        ({"granularity": "sentence,paragraph"}, "go coarse to fine (document > spans > paragraph > sentence > word"),
+        ({"granularity": "sentence,sentence"}, "so 'sentence' cannot follow 'sentence'"),
+        ({"granularity": "para,sentence"}, "field 'granularity': unknown granularity 'para'; available: token"),
+        ({"target_granularity": "word"}, "unknown target granularity 'word'; available: token, sentence, complete"),
     ],
 )
 def test_bad_fields_are_named(change, message):
