@@ -24,11 +24,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "atman_onnx.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_explain_writes_documented_json(tiny_export, tmp_path):
+def test_explain_writes_documented_json(runtime_model, tmp_path):
     out = tmp_path / "e.json"
     done = run_cli(
         "explain",
-        str(tiny_export("llama", "log_additive")),
+        str(runtime_model("log_additive")),
         "--prompt",
         "The dog met the fox",
         "--target",
@@ -62,8 +62,8 @@ def test_json_round_trip(tiny_export):
     assert "48;2;" in explanation.to_text(color=True) and "\x1b" not in explanation.to_text()
 
 
-def test_generated_target(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "multiplicative"), provider="cpu")
+def test_generated_target(runtime_model):
+    explainer = Explainer.load(runtime_model("multiplicative"), provider="cpu")
     explanation = explainer.explain("The capital of France is", max_new_tokens=4)
     assert 1 <= len(explanation.target_ids) <= 4
     assert explanation.relevance.shape == (len(explanation.tokens), len(explanation.target_ids))

@@ -17,8 +17,8 @@ QUESTION = "The capital of France is"
 TARGET = " Paris"
 
 
-def test_documents_go_before_the_question_and_are_each_one_unit(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_documents_go_before_the_question_and_are_each_one_unit(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     explanation = explainer.explain(QUESTION, TARGET, documents=DOCUMENTS, granularity="document")
     assert explanation.prompt == (
         "Document 1:\nThe dog met the fox in the garden.\n\nDocument 2: France\nThe capital of France is Paris.\n\n"
@@ -34,8 +34,8 @@ def test_documents_go_before_the_question_and_are_each_one_unit(tiny_export):
     assert len(prompt_units) == 2  # the question is not a unit, nor are the documents' headings
 
 
-def test_the_question_and_headings_are_units_when_asked_for(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_the_question_and_headings_are_units_when_asked_for(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     asked = explainer.explain(QUESTION, TARGET, documents=DOCUMENTS, granularity="sentence", include_template=True)
     texts = [u.text for u in asked.units if u.segment == "prompt"]
     assert any("Document 2" in t for t in texts) and any(QUESTION in t for t in texts)
@@ -43,10 +43,10 @@ def test_the_question_and_headings_are_units_when_asked_for(tiny_export):
     assert [u.text for u in plain.units if u.segment == "prompt"] == [DOCUMENTS[0], DOCUMENTS[1]["text"]]
 
 
-def test_a_longer_answer_nests_under_documents(tiny_export):
+def test_a_longer_answer_nests_under_documents(runtime_model):
     """Documents are the prompt's units; above a finer level the fed answer is one paragraph unit, so that its
     sentences and tokens nest (token by token they would cross it), and a flat document run keeps its tokens."""
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     target = " Paris is the capital. The dog met the fox"
     chain = explainer.explain(QUESTION, target, documents=DOCUMENTS, granularity="document,sentence,token")
     first, second = ([u for u in level.units if u.segment == "target"] for level in chain.levels[:2])
@@ -64,8 +64,8 @@ def test_a_longer_answer_nests_under_documents(tiny_export):
         assert abs(row - want[key]).max() < 1e-5
 
 
-def test_a_template_that_takes_documents_renders_them(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_a_template_that_takes_documents_renders_them(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     codec = explainer.codec
     codec.chat_template = (
         "{% for d in documents %}<doc {{ d.title }}>{{ d.text }}</doc>\n{% endfor %}"
@@ -100,13 +100,13 @@ def test_bad_documents_are_refused_in_one_line(change, message):
         ExplainRequest.from_dict({"prompt": QUESTION, "documents": DOCUMENTS, **change})
 
 
-def test_documents_round_trip_and_come_from_files(tiny_export, tmp_path, capsys):
+def test_documents_round_trip_and_come_from_files(runtime_model, tmp_path, capsys):
     request = ExplainRequest.from_dict({"prompt": QUESTION, "documents": DOCUMENTS})
     assert ExplainRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
     first = tmp_path / "dog.txt"
     first.write_text(DOCUMENTS[0])
     out = tmp_path / "e.json"
-    folder = str(tiny_export("llama", "log_additive"))
+    folder = str(runtime_model("log_additive"))
     args = ["explain", folder, "--prompt", QUESTION, "--target", TARGET, "--document", str(first), "--quiet"]
     main([*args, "--granularity", "document", "--json", str(out)])
     assert json.loads(out.read_text())["units"][0]["text"] == DOCUMENTS[0]

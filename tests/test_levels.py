@@ -119,9 +119,9 @@ def test_refined_scores_equal_flat_scores(tiny_export, arch, mode):
     assert searched.timings["passes"] < flat_passes
 
 
-def test_command_line_writes_levels_and_streams_progress_over_the_search(tiny_export, tmp_path, capsys):
+def test_command_line_writes_levels_and_streams_progress_over_the_search(runtime_model, tmp_path, capsys):
     out = tmp_path / "levels.json"
-    folder = str(tiny_export("llama", "log_additive"))
+    folder = str(runtime_model("log_additive"))
     main(
         [
             "explain",
@@ -152,16 +152,16 @@ def test_command_line_writes_levels_and_streams_progress_over_the_search(tiny_ex
     assert [a[0] for a in seen] == sorted(a[0] for a in seen)
 
 
-def test_a_unit_covering_the_whole_prompt_is_warned_of(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_a_unit_covering_the_whole_prompt_is_warned_of(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     explanation = explainer.explain("The dog", " The fox", granularity="paragraph")
     assert explanation.warnings and "covers the whole prompt" in explanation.warnings[0]
     assert "warning: paragraph 'The dog' covers the whole prompt" in explanation.to_text()
     assert not explainer.explain("The dog met the fox.", " The fox", granularity="word").warnings
 
 
-def test_each_answer_sentence_gets_its_own_sources(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_each_answer_sentence_gets_its_own_sources(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     target = " Paris is the capital. The dog met the fox."
     tokens = explainer.explain(PROMPT, target, granularity="sentence")
     cited = explainer.explain(PROMPT, target, granularity="sentence", target_granularity="sentence")
@@ -186,12 +186,12 @@ def test_each_answer_sentence_gets_its_own_sources(tiny_export):
         np.testing.assert_allclose(row, flat[unit.start, unit.end], atol=1e-5)
 
 
-def test_a_stop_ends_a_search_between_batches_of_a_later_level(tiny_export):
+def test_a_stop_ends_a_search_between_batches_of_a_later_level(runtime_model):
     """Stop works across the whole search: set after the first batch of the second level, nothing more runs."""
     from atman_onnx import ExplainRequest
     from atman_onnx.runtime.execute import Stop, Stopped
 
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     options = {"granularity": "paragraph,sentence", "group_level": "off", "batch_size": 1}
     request = ExplainRequest(prompt=PROMPT, target=TARGET, **options)
     stop, levels, progress = Stop(), [], []

@@ -157,10 +157,10 @@ class ElsewhereExecutor:
 PROMPT, TARGET = "The dog met the dog and the fox in the garden. The capital of France is", " Paris is the capital"
 
 
-def test_another_executor_gives_the_same_explanation(tiny_export):
+def test_another_executor_gives_the_same_explanation(runtime_model):
     from atman_onnx import Explainer
 
-    folder = tiny_export("llama", "multiplicative")
+    folder = runtime_model("multiplicative")
     local = Explainer.load(folder, provider="cpu")
     elsewhere = ElsewhereExecutor(folder)
     remote = Explainer(local.graph, local.codec, executor=elsewhere)
@@ -220,10 +220,10 @@ def test_plan_counts_and_progress_have_one_owner(tiny_export):
     assert np.array_equal(shared.logprobs, plan.shared.logprobs)
 
 
-def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
+def test_a_raising_progress_callback_cancels_between_batches(runtime_model):
     from atman_onnx import Explainer
 
-    folder = tiny_export("llama", "log_additive")
+    folder = runtime_model("log_additive")
     counting = ElsewhereExecutor(folder)
     explainer = Explainer(counting.graph, Explainer.load(folder, provider="cpu").codec, executor=counting)
 
@@ -239,14 +239,14 @@ def test_a_raising_progress_callback_cancels_between_batches(tiny_export):
 @pytest.mark.parametrize(
     "kind, target, at", [("generation", None, 1), ("unperturbed", TARGET, 0), ("batch", TARGET, 1)]
 )
-def test_a_stop_ends_the_graph_call_in_flight(tiny_export, kind, target, at):
+def test_a_stop_ends_the_graph_call_in_flight(runtime_model, kind, target, at):
     """The stop is set while a graph call runs (from inside ``Graph.run``, just before ONNX Runtime starts): a
     generation step, the unperturbed pass, or a perturbation batch. ONNX Runtime's terminate flag ends that call,
     the explanation raises ``Stopped`` with the reason, and no other call runs."""
     from atman_onnx import Explainer
     from atman_onnx.runtime.execute import Stop, Stopped
 
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     stop, calls, failures = Stop(), [], []
     real_run = explainer.graph.run
 
@@ -272,11 +272,11 @@ def test_a_stop_ends_the_graph_call_in_flight(tiny_export, kind, target, at):
     assert explainer.explain(PROMPT, target, batch_size=1, max_new_tokens=4).timings["passes"] > 2
 
 
-def test_a_stop_set_between_batches_runs_no_further_batch(tiny_export):
+def test_a_stop_set_between_batches_runs_no_further_batch(runtime_model):
     from atman_onnx import Explainer
     from atman_onnx.runtime.execute import Stop, Stopped
 
-    folder = tiny_export("llama", "log_additive")
+    folder = runtime_model("log_additive")
     counting = ElsewhereExecutor(folder)
     explainer = Explainer(counting.graph, Explainer.load(folder, provider="cpu").codec, executor=counting)
     stop = Stop()

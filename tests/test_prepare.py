@@ -16,8 +16,8 @@ PROMPT, TARGET = "The dog met the fox in the garden. Then the dog ran to the", "
 
 
 @pytest.fixture(scope="module")
-def explainer(tiny_export):
-    return Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def explainer(runtime_model):
+    return Explainer.load(runtime_model("log_additive"), provider="cpu")
 
 
 @pytest.mark.parametrize(

@@ -145,8 +145,8 @@ def test_cli_flags_build_the_same_request(tmp_path):
     assert plain == ExplainRequest(prompt="The dog")  # flags not given take the request's defaults
 
 
-def test_explain_options_are_the_request(tiny_export):
-    explainer = Explainer.load(tiny_export("llama", "log_additive"), provider="cpu")
+def test_explain_options_are_the_request(runtime_model):
+    explainer = Explainer.load(runtime_model("log_additive"), provider="cpu")
     options = {"factor": 0.1, "granularity": "word", "batch_size": 4}
     by_options = explainer.explain("The dog met the fox.", " in the garden", **options)
     by_request = explainer.run(ExplainRequest(prompt="The dog met the fox.", target=" in the garden", **options))
