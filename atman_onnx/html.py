@@ -242,6 +242,11 @@ def _settings(explanation: Explanation) -> dict[str, str]:
     return settings
 
 
+def _excerpt(text: str, most: int = 120) -> str:
+    """A coarse unit's text as its ranked list shows it: a document's opening, not all of it again."""
+    return text if len(text) <= most else text[: most - 1].rstrip() + "\u2026"
+
+
 def render_html(explanation: Explanation) -> str:
     """The explanation as one HTML page; the "all target tokens" colours are inline, JS re-colours per token."""
     total = np.asarray(explanation.total, dtype=float)
@@ -252,7 +257,7 @@ def render_html(explanation: Explanation) -> str:
     coarse = [  # the coarser levels of a search (documents, paragraphs), ranked beside the finest; not its own groups
         {
             "granularity": level.granularity,
-            "sources": [u.text for u in level.units if u.segment == "prompt"],
+            "sources": [_excerpt(u.text) for u in level.units if u.segment == "prompt"],
             "relevance": [
                 np.asarray(r, float).tolist() for u, r in zip(level.units, level.relevance) if u.segment == "prompt"
             ],

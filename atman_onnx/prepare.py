@@ -122,6 +122,17 @@ def request_units(
     return tuple(tokens), levels
 
 
+def with_gaps(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """``spans`` and the stretches of text before, between and after them, in order: regions that cover the whole
+    text but keep every unit on one side of a span's edge (the question and headings apart from the documents)."""
+    regions, at = [], 0
+    for start, end in sorted(spans):
+        regions += [(at, start)] if at < start else []
+        regions.append((start, end))
+        at = end
+    return regions + ([(at, length)] if at < length else [])
+
+
 def level_units(
     codec: TextCodec,
     vision: VisionEncoder | None,
@@ -131,17 +142,17 @@ def level_units(
     images: Processed | None,
     request: ExplainRequest,
     granularity: str,
-    finest: bool = True,
+    finest: bool,
 ) -> tuple[Unit, ...]:
     """The units of one granularity (``request_units``). Spans and documents are the prompt's: the fed target goes
-    token by token at the finest level, by paragraph above a finer one (so that the finer level's units nest)."""
+    token by token at the finest level, and is one unit above a finer one (so that the finer level's units nest)."""
     spans = None if request.spans is None else list(request.spans)
     within = None if request.include_template else encoded.content
     if encoded.documents is not None:  # only the documents are explained, unless asked; each one unit at 'document'
-        within = None if request.include_template else encoded.documents
+        within = with_gaps(encoded.documents, len(encoded.text)) if request.include_template else encoded.documents
         if granularity == "document":
             granularity, spans = "spans", list(encoded.documents)
-    target_level = "paragraph" if granularity == "spans" and not finest else None
+    target_level = "whole" if granularity == "spans" and not finest else None
     units = make_units(
         encoded.text,
         target,

@@ -224,12 +224,9 @@ def _check_together(r: ExplainRequest) -> None:
         raise InputError(f"spans and delimiter need granularity 'spans', not {r.granularity!r}")
 
 
-HELD_WORDS = 5  # a document this long found in the prompt was put there as well; a shorter one may be a quote
-
-
 def _check_documents(r: ExplainRequest, texts: list[str]) -> None:
-    """Documents that are there, not empty, and not in the prompt's ``texts`` already (those of ``HELD_WORDS`` words
-    or more); granularity 'document' needs them."""
+    """Documents that are there, not empty, and not in the prompt's ``texts`` already (each is found in the rendered
+    prompt by its text, which the question must not hold too); granularity 'document' needs them."""
     documents = r.document_texts
     if documents is None:
         if "document" in r.levels:
@@ -240,7 +237,7 @@ def _check_documents(r: ExplainRequest, texts: list[str]) -> None:
     for i, (_, text) in enumerate(documents, 1):
         if not text.strip():
             raise InputError(f"field 'documents': document {i} is empty")
-        if len(text.split()) >= HELD_WORDS and any(text.strip() in t for t in texts):
+        if any(text.strip() in t for t in texts):
             raise InputError(f"field 'documents': the prompt already holds document {i}; give the question alone")
 
 

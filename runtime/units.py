@@ -89,8 +89,8 @@ def make_units(
     target_level: str | None = None,
 ) -> list[Unit]:
     """The units to suppress: prompt groups (only inside ``within`` when given, e.g. chat message contents), then,
-    when ``with_target``, the fed target tokens grouped alike, or at ``target_level`` when given (spans are the
-    prompt's, so under "spans" the target goes token by token unless told otherwise)."""
+    when ``with_target``, the fed target tokens grouped alike, or at ``target_level`` when given, "whole" making them
+    one unit (spans are the prompt's, so under "spans" the target goes token by token unless told otherwise)."""
     segments = [("prompt", prompt_text, range(n_prompt), within, granularity)]
     if with_target:  # only the fed part of the target (all but its last token) can be suppressed
         fed_target = target_text[: tokens[-1].end] if len(tokens) > n_prompt else ""
@@ -98,6 +98,11 @@ def make_units(
         segments.append(("target", fed_target, range(n_prompt, len(tokens)), None, level))
     units = []
     for segment, text, positions, inside, level in segments:
+        if level == "whole":
+            if positions:
+                start = tokens[positions[0]].start
+                units.append(Unit(text[start:], start, len(text), segment, tuple(positions)))
+            continue
         if level == "token":
             for p in positions:
                 start, end = tokens[p].start, tokens[p].end

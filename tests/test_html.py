@@ -149,3 +149,9 @@ def test_a_search_ranks_each_coarser_level_too(page: Page):
     page.click(".selector button[data-t='0']")
     expect(page.locator("#sources-0 li")).to_have_text(["+0.9000    capitals", "+0.3000  <b>Paris</b> & Rome:"])
     expect(page.locator("#sources li").first).to_have_text("+2.0000  <b>Paris</b>")
+    long = Unit("word " * 60, 0, 300, "prompt", (1,))
+    spans = dataclasses.replace(explanation, levels=(Level("spans", (long,), rows[:1]), finest))
+    other = page.context.new_page()  # a page's script declares its data once
+    other.set_content(spans.to_html())
+    expect(other.locator("h2", has_text="Most relevant spans")).to_have_text("Most relevant spans")
+    expect(other.locator("#sources-0 li")).to_have_text(re.compile(r"^\+1\.8000  (word ){23}word\u2026$"))
