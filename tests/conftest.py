@@ -283,6 +283,19 @@ def tiny_vlm(model_type: str, tokenizer):
     return model, pil(**sizes)
 
 
+def save_tiny_vlm(model_type: str, tokenizer, folder: Path):
+    """Save ``tiny_vlm(model_type)`` into ``folder`` as a hub checkpoint has it: the model, ``tokenizer`` plus the
+    image tokens, the image processor and the processor's image_seq_len; the model, for a reference."""
+    tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
+    model, image_processor = tiny_vlm(model_type, tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[model_type]
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": processor, "image_seq_len": 16}))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory, tiny_tokenizer):
     """Factory: model_type ('idefics3', 'smolvlm') -> a saved folder with a tiny random image-text model, the tiny
@@ -294,17 +307,8 @@ def tiny_vlm_dir(tmp_path_factory, tiny_tokenizer):
 
     def make(model_type: str) -> Path:
         if model_type not in made:
-            tokenizer = copy.deepcopy(tiny_tokenizer)
-            tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
-            model, image_processor = tiny_vlm(model_type, tokenizer)
             folder = tmp_path_factory.mktemp(f"tiny-{model_type}")
-            model.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-            image_processor.save_pretrained(folder)
-            processor = {"idefics3": "Idefics3Processor", "smolvlm": "SmolVLMProcessor"}[model_type]
-            (folder / "processor_config.json").write_text(
-                json.dumps({"processor_class": processor, "image_seq_len": 16})
-            )
+            save_tiny_vlm(model_type, copy.deepcopy(tiny_tokenizer), folder)
             made[model_type] = folder
         return made[model_type]
 

@@ -1,5 +1,6 @@
 """The Python runtime passes the conformance kit (conformance/, see its README): from the committed tiny folders,
-every case's request gives the kit's explanation. Needs only the base install: no torch, no export."""
+every case's request gives the kit's explanation. Needs only the base install (no torch, no export), and the images
+extra for the image-text cases."""
 
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ def test_the_kit_covers_both_modes_and_every_setting():
     assert {r.get("target_granularity", "token") for r in requests} == {"token", "sentence", "complete"}
     assert any(r.get("conceptual") for r in requests) and any(r.get("contrast") for r in requests)
     assert any(r.get("target") is None for r in requests) and any(r.get("schedule") == "naive" for r in requests)
+    assert {r.get("image_units", "region") for r in requests if r.get("images")} == {"region", "tile"}  # contract 4
 
 
 @pytest.mark.parametrize("path", CASES, ids=[path.stem for path in CASES])
 def test_runtime_gives_the_kit_explanation(path):
     case = json.loads(path.read_text(encoding="utf-8"))
+    if case["request"].get("images"):
+        pytest.importorskip("PIL", reason="image-text cases need the images extra (Pillow)")
     want = case["explanation"]
     got = json.loads(explainer(case["model"]).run(ExplainRequest.from_dict(case["request"])).to_json())
     for field in want:

@@ -3,17 +3,20 @@
 Usage: python tools/conformance.py [--out conformance]
 
 For each graph mode it exports the tests' tiny random Llama (seed 0, the tests' byte-level BPE tokenizer and chat
-template) into ``models/llama-{mode}/``, explains every case of CASES with the Python runtime, checks the relevance
-against the PyTorch reference (``models/reference.py``, one full pass per unit) within TOLERANCE, and writes
-``cases/{mode}-{name}.json``: the request (the public request fields, as the HTTP API takes them), the model folder,
-and the expected explanation (format 4, without the fields that depend on the run: timings, provider, model, and
-``levels``, which a flat explanation repeats). Needs the export extra (torch); the runtime's test of the kit
+template) into ``models/llama-{mode}/`` and their tiny Idefics3 into ``models/idefics3-{mode}/`` (graph contract
+4), explains every case of CASES (IMAGE_CASES on the Idefics3, with one image) with the Python runtime, checks the
+relevance against the PyTorch reference (``models/reference.py``, one full pass per unit) within TOLERANCE, and
+writes ``cases/{mode}-{name}.json``: the request (the public request fields, as the HTTP API takes them), the model
+folder, and the expected explanation (format 4, without the fields that depend on the run: timings, provider, model,
+and ``levels``, which a flat explanation repeats). Needs the export extra (torch); the runtime's test of the kit
 (tests/test_conformance.py) needs only the base install.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import shutil
 import sys
@@ -26,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from atman_onnx import Explainer  # noqa: E402
 from atman_onnx.explanation import Explanation  # noqa: E402
-from conftest import MODES, build_tiny_tokenizer, tiny_config  # noqa: E402
+from conftest import MODES, build_tiny_tokenizer, save_tiny_vlm, tiny_config  # noqa: E402
 
 TOLERANCE = 1e-4  # graph vs the PyTorch reference, and what a runtime's relevance must match the kit within
 RUN_FIELDS = ("timings", "provider", "model", "levels")  # vary by run, or repeat the top level of a flat explanation
@@ -85,17 +88,44 @@ CASES = {
 }
 
 
+# image-text cases (graph contract 4), on a tiny Idefics3 over the same text model; each gets IMAGE, base64-encoded
+IMAGE_CASES = {
+    "image-regions": {"prompt": "The dog <image> met the fox in the", "target": " garden", "granularity": "word"},
+    "image-tiles": {
+        "prompt": "The dog <image> met the fox in the",
+        "target": " garden",
+        "image_units": "tile",
+        "factor": 0.1,
+        "conceptual": 0.3,
+    },
+}
+
+
+def image() -> bytes:
+    """A 150 x 100 PNG (2 x 2 tiles and the global image for the tiny Idefics3): gradients and a checkerboard, so
+    that each region differs and the file stays small."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:100, 0:150]
+    pixels = np.stack([x * 255 // 149, y * 255 // 99, ((x // 25 + y // 25) % 2) * 255], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def expected(explanation: Explanation) -> dict:
     """The explanation as the kit holds it: what any runtime must reproduce."""
     return {k: v for k, v in explanation.to_dict().items() if k not in RUN_FIELDS}
 
 
-def reference_check(model, mode: str, explanation: Explanation, request: dict) -> float:
-    """The largest difference between the runtime's relevance and the PyTorch reference's for this case."""
+def reference_check(model, mode: str, explanation: Explanation, request: dict, pixels=None) -> float:
+    """The largest difference between the runtime's relevance and the PyTorch reference's for this case
+    (``pixels``: an image-text case's preprocessed images)."""
     from atman_onnx.models.reference import reference_relevance
 
     groups = [list(u.positions) for u in explanation.units]
     settings = {"factor": explanation.suppression_factor, "conceptual": explanation.conceptual_threshold}
+    settings["pixel_values"] = pixels
 
     def reference(target_ids: list[int]) -> np.ndarray:
         return reference_relevance(model, mode, list(explanation.prompt_ids), target_ids, groups=groups, **settings)
@@ -117,32 +147,51 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from atman_onnx.export.exporter import export
+    from atman_onnx.runtime.image_tiles import preprocess
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer))).eval()
-    source = args.out / "source"
-    shutil.rmtree(source, ignore_errors=True)
-    model.save_pretrained(source)
-    tokenizer.save_pretrained(source)
+    sources = {"llama": args.out / "source", "idefics3": args.out / "source-idefics3"}
+    for source in sources.values():
+        shutil.rmtree(source, ignore_errors=True)
+        source.mkdir(parents=True)
+    model.save_pretrained(sources["llama"])
+    tokenizer.save_pretrained(sources["llama"])
+    models = {"llama": model, "idefics3": save_tiny_vlm("idefics3", build_tiny_tokenizer(), sources["idefics3"])}
+    picture = base64.b64encode(image()).decode()
     (args.out / "cases").mkdir(parents=True, exist_ok=True)
     try:
-        for mode in MODES:
-            folder = args.out / "models" / f"llama-{mode}"
-            shutil.rmtree(folder, ignore_errors=True)
-            export(str(source), folder, mode=mode)
-            with Explainer.load(folder, provider="cpu") as explainer:
-                for name, request in CASES.items():
-                    explanation = explainer.explain(**request)
-                    worst = reference_check(model, mode, explanation, request)
-                    assert worst <= TOLERANCE, f"{mode} {name}: the graph differs from the reference by {worst:.2e}"
-                    case = {"model": f"models/llama-{mode}", "tolerance": TOLERANCE, "request": request}
-                    path = args.out / "cases" / f"{mode}-{name}.json"
-                    text = json.dumps({**case, "explanation": expected(explanation)}, ensure_ascii=False, indent=1)
-                    path.write_text(text + "\n", encoding="utf-8")
-                    print(f"{path.relative_to(args.out)}: {len(explanation.units)} units, reference within {worst:.1e}")
+        for family, cases in (("llama", CASES), ("idefics3", IMAGE_CASES)):
+            for mode in MODES:
+                folder = args.out / "models" / f"{family}-{mode}"
+                shutil.rmtree(folder, ignore_errors=True)
+                export(str(sources[family]), folder, mode=mode)
+                with Explainer.load(folder, provider="cpu") as explainer:
+                    for name, fields in cases.items():
+                        request = {**fields, "images": [picture]} if family != "llama" else fields
+                        write_case(args.out, explainer, models[family], mode, name, request, preprocess)
     finally:
-        shutil.rmtree(source, ignore_errors=True)
+        for source in sources.values():
+            shutil.rmtree(source, ignore_errors=True)
+
+
+def write_case(out: Path, explainer: Explainer, model, mode: str, name: str, request: dict, preprocess) -> None:
+    """Explain ``request``, check it against the PyTorch reference, and write the case's file."""
+    from atman_onnx.request import ExplainRequest
+
+    explanation = explainer.run(ExplainRequest.from_dict(request))
+    pixels = None
+    if request.get("images"):
+        pixels = preprocess([base64.b64decode(b) for b in request["images"]], explainer.vision.config).pixel_values
+    worst = reference_check(model, mode, explanation, request, pixels)
+    assert worst <= TOLERANCE, f"{mode} {name}: the graph differs from the reference by {worst:.2e}"
+    folder = Path(explainer.graph.folder).resolve().relative_to(out.resolve())
+    case = {"model": str(folder), "tolerance": TOLERANCE, "request": request}
+    path = out / "cases" / f"{mode}-{name}.json"
+    text = json.dumps({**case, "explanation": expected(explanation)}, ensure_ascii=False, indent=1)
+    path.write_text(text + "\n", encoding="utf-8")
+    print(f"{path.relative_to(out)}: {len(explanation.units)} units, reference within {worst:.1e}")
 
 
 if __name__ == "__main__":
