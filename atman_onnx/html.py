@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from atman_onnx.palette import NEGATIVE, OPACITY, POSITIVE, css
+from atman_onnx.runtime.search import GROUP
 from atman_onnx.templating import render
 
 if TYPE_CHECKING:
@@ -263,7 +264,7 @@ def render_html(explanation: Explanation) -> str:
             ],
         }
         for level in explanation.levels[:-1]
-        if level.granularity != "group"
+        if level.granularity != GROUP
     ]
     data = {
         "relevance": np.asarray(explanation.relevance, dtype=float).tolist(),

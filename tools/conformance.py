@@ -147,7 +147,6 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from atman_onnx.export.exporter import export
-    from atman_onnx.runtime.image_tiles import preprocess
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)
@@ -170,15 +169,16 @@ def main() -> None:
                 with Explainer.load(folder, provider="cpu") as explainer:
                     for name, fields in cases.items():
                         request = {**fields, "images": [picture]} if family != "llama" else fields
-                        write_case(args.out, explainer, models[family], mode, name, request, preprocess)
+                        write_case(args.out, explainer, models[family], mode, name, request)
     finally:
         for source in sources.values():
             shutil.rmtree(source, ignore_errors=True)
 
 
-def write_case(out: Path, explainer: Explainer, model, mode: str, name: str, request: dict, preprocess) -> None:
+def write_case(out: Path, explainer: Explainer, model, mode: str, name: str, request: dict) -> None:
     """Explain ``request``, check it against the PyTorch reference, and write the case's file."""
     from atman_onnx.request import ExplainRequest
+    from atman_onnx.runtime.image_tiles import preprocess
 
     explanation = explainer.run(ExplainRequest.from_dict(request))
     pixels = None

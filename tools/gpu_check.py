@@ -174,22 +174,27 @@ def text_of(explainer, tokens: int, paragraphs: bool = False) -> tuple[str, str]
     return prompt, target
 
 
+def plan_of(explainer, prepared, request, call_cost=None):
+    """The plan of one prepared explanation (its unperturbed pass run), as the explainer would make it."""
+    ids = list(prepared.target_ids)
+    fed = list(prepared.prompt.ids) + ids[:-1]
+    return explainer.plan(fed, ids, list(prepared.units), request, call_cost=call_cost)
+
+
 def timed_plan(explainer, prepared, request, call_cost=None) -> tuple[dict, object]:
     """Plan and execute one prepared explanation; seconds, calls, sizes, and its relevance."""
     from atman_onnx.runtime.execute import LocalExecutor, execute
     from atman_onnx.runtime.plan import graph_calls
     from atman_onnx.runtime.score import relevance
 
-    ids = list(prepared.target_ids)
-    fed = list(prepared.prompt.ids) + ids[:-1]
     started = time.perf_counter()
-    plan = explainer.plan(fed, ids, list(prepared.units), request, call_cost=call_cost)
+    plan = plan_of(explainer, prepared, request, call_cost)
     planned = time.perf_counter()
     scores = relevance(plan.shared.logprobs, execute(plan, LocalExecutor(explainer.graph)))
     finished = time.perf_counter()
     sizes = [len(b.rows) for b in plan.batches] or [0]
     return {
-        "n_fed": len(fed),
+        "n_fed": plan.shared.n_fed,
         "rows": plan.n_rows,
         "schedule": plan.schedule,
         "batch_size": plan.batch_size,
@@ -274,10 +279,7 @@ def step_bench(args: argparse.Namespace, length: int) -> dict:
     explainer = open_explainer(args)
     prompt, target = text_of(explainer, length)
     request = ExplainRequest(prompt=prompt, target=target)
-    prepared = explainer.prepare(request)
-    ids = list(prepared.target_ids)
-    fed = list(prepared.prompt.ids) + ids[:-1]
-    batch = explainer.plan(fed, ids, list(prepared.units), request).batch_size  # the device's budget's choice
+    batch = plan_of(explainer, explainer.prepare(request), request).batch_size  # the device's budget's choice
     del explainer  # its device memory back before bench's processes start
     report = Path(args.out) / f"bench-{length}.json"
     command = [
